@@ -1,0 +1,21 @@
+# replica: each claim of workflow/claims/*.yaml becomes the chain
+#   generate -> theory | train (one job per grid point) -> measure -> verdict
+#   -> notebook (papermill) -> claim page (nbconvert) -> gallery
+# Usage: snakemake --cores N [--config scale=paper claims='[ntk]'] [--profile profiles/slurm]
+
+
+configfile: "workflow/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/claim.smk"
+include: "workflow/rules/gallery.smk"
+
+
+rule all:
+    input:
+        f"{GALLERY}/index.html",
+        f"{GALLERY}/coverage.html",
+        f"{GALLERY}/summary.json",
+        f"{GALLERY}/.no-errors",
+    default_target: True

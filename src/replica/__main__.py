@@ -1,0 +1,5 @@
+import sys
+
+from replica.steps import main
+
+sys.exit(main())

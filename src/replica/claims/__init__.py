@@ -1,0 +1,1 @@
+"""One module per claim; each exposes generate, theory, train, measure, verdict."""

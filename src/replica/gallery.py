@@ -1,0 +1,195 @@
+"""The static figure gallery: index (one card per claim), coverage page, summary.json.
+
+Offline by construction: no network assets, relative links only, Jinja2 with autoescape.
+
+    python -m replica.gallery --scale quick --gallery figures --results results CLAIM...
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from replica import registry, runtime
+from replica.notebooks import mathjax_dir
+from replica.report import BADGE_COLORS
+
+TEMPLATES = Path(__file__).parent / "templates"
+LEDGER = Path(__file__).parent / "data" / "ledger.yaml"
+STEPS = ("generate", "theory", "train", "measure", "verdict", "notebook")
+
+# Why a paper of the ledger has no claim chain yet, by tier.
+NOT_BUILT = {
+    "A": ("planned", "quantitative theory check at toy scale; design ready, chain not built yet"),
+    "B": ("planned", "qualitative trend check at toy scale; design ready, chain not built yet"),
+    "C": ("proxy", "needs large models or real data; only a scaled-down proxy is possible"),
+    "D": ("out of scope", "no empirically testable claim at any scale we can run"),
+}
+
+
+def _environment() -> Environment:
+    return Environment(loader=FileSystemLoader(TEMPLATES),
+                       autoescape=select_autoescape(["html", "j2"]), trim_blocks=True,
+                       lstrip_blocks=True)
+
+
+def read_benchmark_seconds(path: Path) -> float:
+    with open(path) as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    return sum(float(r["s"]) for r in rows)
+
+
+def claim_runtimes(results: Path) -> dict[str, float]:
+    """Wall seconds per step from Snakemake's benchmark files (train summed over points)."""
+    runtimes = {}
+    for step in STEPS:
+        files = sorted((results / "benchmarks").glob(f"{step}*.tsv"))
+        files += sorted((results / "benchmarks" / step).glob("*.tsv"))
+        if files:
+            runtimes[step] = sum(read_benchmark_seconds(f) for f in files)
+    return runtimes
+
+
+def claim_entry(manifest: registry.Manifest, results: Path, gallery: Path) -> dict:
+    verdict = runtime.read_json(results / "verdict.json")
+    executed = runtime.read_json(results / "notebook.ipynb")
+    runtimes = claim_runtimes(results)
+    paper = manifest.data["paper"]
+    return {
+        "slug": manifest.slug,
+        "title": paper["title"],
+        "arxiv": paper["arxiv"],
+        "authors": paper["authors"],
+        "year": paper["year"],
+        "claim": manifest.data["claim"],
+        "theme": manifest.data["theme"],
+        "status": verdict["status"],
+        "reason": verdict.get("reason", ""),
+        "color": BADGE_COLORS.get(verdict["status"], "#57606a"),
+        "key": verdict["key"],
+        "checks": verdict["checks"],
+        "controls": verdict["controls"],
+        "seeds": verdict.get("seeds"),
+        "runtime_s": round(sum(runtimes.values()), 1),
+        "runtimes_s": {k: round(v, 2) for k, v in runtimes.items()},
+        "notebook_error": executed["metadata"].get("replica", {}).get("error"),
+        "page": f"claims/{manifest.slug}.html",
+        "notebook": f"claims/{manifest.slug}.ipynb",
+        "thumbnail": f"claims/{manifest.slug}.png",
+        "logs": f"claims/{manifest.slug}_logs/",
+        "deviations": manifest.data["deviations"],
+    }
+
+
+def coverage_rows(entries: dict[str, dict]) -> list[dict]:
+    papers = yaml.safe_load(LEDGER.read_text())["papers"]
+    rows = []
+    for paper in papers:
+        row = {k: paper.get(k) for k in ("slug", "title", "arxiv", "tier", "theme")}
+        if paper["slug"] in entries:
+            entry = entries[paper["slug"]]
+            row.update(status=entry["status"], reason=entry["reason"], page=entry["page"],
+                       color=entry["color"])
+        else:
+            status, reason = NOT_BUILT[paper["tier"]]
+            row.update(status=status, reason=reason, page=None, color="#8c959f")
+        rows.append(row)
+    return rows
+
+
+def build(scale: str, gallery: Path, results_root: Path, slugs: list[str]) -> list[dict]:
+    reg = registry.load_registry()
+    entries = {s: claim_entry(reg[s], results_root / scale / s, gallery) for s in slugs}
+    ordered = [entries[s] for s in slugs]
+    env = _environment()
+    context = {"scale": scale, "claims": ordered,
+               "themes": sorted({e["theme"] for e in ordered}),
+               "statuses": [s for s in ("replicated", "partial", "not-replicated", "error")],
+               "counts": {s: sum(e["status"] == s for e in ordered) for s in BADGE_COLORS}}
+    shutil.copy(TEMPLATES / "style.css", gallery / "style.css")
+    runtime.write_text(gallery / "index.html", env.get_template("index.html.j2").render(context))
+    rows = coverage_rows(entries)
+    counts = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    runtime.write_text(gallery / "coverage.html", env.get_template("coverage.html.j2").render(
+        scale=scale, papers=rows, counts=sorted(counts.items())))
+    summary = {"scale": scale, "claims": [
+        {k: e[k] for k in ("slug", "title", "arxiv", "theme", "status", "reason", "key",
+                           "checks", "controls", "seeds", "runtime_s", "runtimes_s",
+                           "notebook_error", "page")} for e in ordered]}
+    runtime.write_json(gallery / "summary.json", summary)
+    return ordered
+
+
+def copy_assets(gallery: Path) -> None:
+    assets = gallery / "assets"
+    if assets.exists():
+        shutil.rmtree(assets)
+    shutil.copytree(mathjax_dir(), assets / "mathjax")
+
+
+def claim_page(slug: str, scale: str, gallery: Path, results_root: Path) -> None:
+    """One claim's page, its .ipynb download, thumbnail and logs, inside the gallery."""
+    from replica.notebooks import export_html
+
+    results = results_root / scale / slug
+    claims = gallery / "claims"
+    claims.mkdir(parents=True, exist_ok=True)
+    shutil.copy(results / "notebook.ipynb", claims / f"{slug}.ipynb")
+    shutil.copy(results / "figure.png", claims / f"{slug}.png")
+    logs_dir = claims / f"{slug}_logs"
+    if logs_dir.exists():
+        shutil.rmtree(logs_dir)
+    logs = {}
+    for log in sorted((results / "logs").rglob("*.log")):
+        name = "_".join(log.relative_to(results / "logs").with_suffix("").parts)
+        shutil.copy(log, logs_dir.mkdir(exist_ok=True) or logs_dir / f"{name}.log")
+        logs[f"log: {name}"] = f"{slug}_logs/{name}.log"
+    export_html(results / "notebook.ipynb", results / "verdict.json",
+                results / "provenance.json", claims / f"{slug}.html", logs,
+                claim_runtimes(results))
+
+
+def check_errors(summary_path: Path) -> int:
+    """Exit status of the whole build: non-zero when any claim errored."""
+    summary = runtime.read_json(summary_path)
+    failed = [c for c in summary["claims"] if c["status"] == "error" or c["notebook_error"]]
+    for claim in failed:
+        why = claim["reason"] if claim["status"] == "error" else claim["notebook_error"]
+        print(f"claim {claim['slug']}: ERROR: {why}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} claim(s) failed; their cards in the gallery link to the logs.",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m replica.gallery")
+    parser.add_argument("action", choices=["build", "page", "assets", "check"])
+    parser.add_argument("claims", nargs="*")
+    parser.add_argument("--scale", default="quick")
+    parser.add_argument("--gallery", default="figures")
+    parser.add_argument("--results", default="results")
+    args = parser.parse_args(argv)
+    gallery = Path(args.gallery)
+    if args.action == "assets":
+        copy_assets(gallery)
+    elif args.action == "page":
+        for slug in args.claims:
+            claim_page(slug, args.scale, gallery, Path(args.results))
+    elif args.action == "check":
+        return check_errors(gallery / "summary.json")
+    else:
+        build(args.scale, gallery, Path(args.results), args.claims)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Execute a claim notebook with papermill and export it to an offline HTML page."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from importlib.util import find_spec
+from pathlib import Path
+
+from replica import registry, runtime
+from replica.report import BADGE_COLORS
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def mathjax_dir() -> Path:
+    """MathJax 2 shipped inside jupyter-server-mathjax; found without importing its server."""
+    spec = find_spec("jupyter_server_mathjax")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("jupyter-server-mathjax is not installed (see envs/requirements.txt)")
+    return Path(spec.submodule_search_locations[0]) / "static"
+
+
+def _placeholder_figure(path: Path, message: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def execute(slug: str, scale: str, results_dir, out, figure) -> None:
+    """Run the notebook on a claim's results; a failing cell is recorded, not raised.
+
+    The executed notebook carries ``metadata.replica.error`` when a cell failed, so the
+    gallery can mark the page; a figure file always exists afterwards (a placeholder if the
+    notebook did not save one).
+    """
+    import papermill
+
+    manifest = registry.require_claim(slug, registry.load_registry())
+    out, figure = Path(out), Path(figure)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.unlink(missing_ok=True)
+    # A private IPython dir per job: parallel kernels otherwise race on the shared profile.
+    os.environ["IPYTHONDIR"] = tempfile.mkdtemp(prefix="ipython-")
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(registry.SRC_DIR), os.environ.get("PYTHONPATH", "")]
+    )
+    # Paths relative to the project root (the kernel's cwd) keep pages free of machine paths.
+    params = {"results_dir": os.path.relpath(Path(results_dir).resolve(), registry.ROOT),
+              "figure_path": os.path.relpath(figure.resolve(), registry.ROOT), "scale": scale}
+    tmp = out.with_name(f".{out.name}.running")
+    error = None
+    try:
+        papermill.execute_notebook(str(manifest.notebook_path), str(tmp), parameters=params,
+                                   kernel_name="python3", progress_bar=False,
+                                   cwd=str(registry.ROOT))
+    except papermill.PapermillExecutionError as exc:
+        error = f"notebook cell {exc.exec_count} raised {exc.ename}: {exc.evalue}"
+        print(f"[replica] {error}", flush=True)
+    nb = json.loads(tmp.read_text())
+    nb["metadata"].setdefault("replica", {})["error"] = error
+    runtime.write_json(out, nb)
+    tmp.unlink()
+    if not figure.exists():
+        _placeholder_figure(figure, "no figure" if error is None else "notebook failed")
+
+
+def _provenance_rows(provenance: dict, notebook: dict, runtimes: dict) -> list[tuple]:
+    rows = [(k, provenance.get(k)) for k in ("commit", "dirty", "config_hash", "python",
+                                              "platform")]
+    rows += [(f"version {k}", v) for k, v in sorted(provenance.get("packages", {}).items())]
+    rows += [(f"runtime {k} (s)", f"{v:.1f}") for k, v in runtimes.items()]
+    papermill_meta = notebook["metadata"].get("papermill", {})
+    if papermill_meta.get("duration") is not None:
+        rows.append(("runtime notebook (s)", f"{papermill_meta['duration']:.1f}"))
+    return rows
+
+
+def export_html(notebook_path, verdict_path, provenance_path, page, logs: dict[str, str],
+                runtimes: dict[str, float]) -> None:
+    """The claim page: the executed notebook as HTML with a verdict/provenance header."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(str(notebook_path), as_version=4)
+    verdict = runtime.read_json(verdict_path)
+    provenance = runtime.read_json(provenance_path) if Path(provenance_path).exists() else {}
+    exporter = HTMLExporter(template_name="lab", extra_template_paths=[str(TEMPLATES)],
+                            template_file="claim_page.html.j2")
+    exporter.mathjax_url = "../assets/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
+    status = verdict["status"]
+    resources = {"replica": {
+        "slug": verdict["slug"], "status": status, "reason": verdict.get("reason", ""),
+        "color": BADGE_COLORS.get(status, "#57606a"), "logs": sorted(logs.items()),
+        "provenance": _provenance_rows(provenance, nb, runtimes) + [
+            ("seeds", verdict.get("seed_list")), ("scale", verdict.get("scale"))],
+    }}
+    body, _ = exporter.from_notebook_node(nb, resources=resources)
+    Path(page).parent.mkdir(parents=True, exist_ok=True)
+    runtime.write_text(page, body)

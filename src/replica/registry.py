@@ -1,0 +1,194 @@
+"""The claim registry: manifests on disk, validated, turned into grid points and file lists.
+
+Everything here runs while Snakemake parses the workflow, so a bad manifest or config is
+reported (file and field) before any job starts.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import math
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+
+ROOT = Path(__file__).resolve().parents[2]
+CLAIMS_DIR = ROOT / "workflow" / "claims"
+SCHEMA_DIR = ROOT / "workflow" / "schemas"
+NOTEBOOK_DIR = ROOT / "notebooks"
+SRC_DIR = ROOT / "src"
+SCALES = ("smoke", "quick", "paper")
+
+
+class InvalidInput(ValueError):
+    """A config or manifest problem, with the file and field it is about."""
+
+    def __init__(self, source: str | Path, field: str, problem: str):
+        self.source, self.field, self.problem = str(source), field, problem
+        super().__init__(f"{source}: field '{field}': {problem}")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    slug: str
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def title(self) -> str:
+        return self.data["paper"]["title"]
+
+    def scale(self, scale: str) -> dict[str, Any]:
+        return self.data["scales"][scale]
+
+    def points(self, scale: str) -> dict[str, dict[str, Any]]:
+        return grid_points(self.scale(scale)["grid"])
+
+    @property
+    def module_path(self) -> Path:
+        return SRC_DIR / "replica" / "claims" / f"{self.slug}.py"
+
+    @property
+    def notebook_path(self) -> Path:
+        return NOTEBOOK_DIR / f"{self.slug}.ipynb"
+
+
+@cache
+def _schema(name: str) -> Draft202012Validator:
+    schema = yaml.safe_load((SCHEMA_DIR / f"{name}.schema.yaml").read_text())
+    return Draft202012Validator(schema)
+
+
+def _field(error) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def validate(obj: Any, schema: str, source: str | Path) -> None:
+    errors = sorted(_schema(schema).iter_errors(obj), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        if first.validator == "additionalProperties" and first.validator_value is False:
+            known = sorted(first.schema.get("properties", {}))
+            extra = sorted(set(first.instance) - set(known))
+            field = ".".join([_field(first), extra[0]]) if first.absolute_path else extra[0]
+            raise InvalidInput(source, field, f"unknown key; known keys: {', '.join(known)}")
+        raise InvalidInput(source, _field(first), first.message)
+
+
+def _check_finite(node: Any, source: Path, path: str = "") -> None:
+    """YAML accepts .nan and .inf as numbers; no manifest value may be non-finite."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise InvalidInput(source, path or "(top level)", f"{node} is not a finite number")
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_finite(value, source, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_finite(value, source, f"{path}.{i}")
+
+
+def point_id(point: dict[str, Any]) -> str:
+    """A readable, file-safe name for a grid point, e.g. 'optimizer-adam__width-512'."""
+    return "__".join(f"{key}-{value}" for key, value in point.items())
+
+
+def grid_points(grid: dict[str, list]) -> dict[str, dict[str, Any]]:
+    axes = list(grid)
+    points = [dict(zip(axes, values)) for values in itertools.product(*grid.values())]
+    return {point_id(p): p for p in points}
+
+
+def load_manifest(path: Path) -> Manifest:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise InvalidInput(path, "(yaml)", f"not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(path, "(top level)", "a manifest must be a mapping")
+    validate(data, "manifest", path)
+    _check_finite(data, path)
+    slug = data["slug"]
+    if slug != path.stem:
+        raise InvalidInput(path, "slug", f"'{slug}' must equal the file name '{path.stem}'")
+    manifest = Manifest(slug=slug, path=path, data=data)
+    for scale in SCALES:
+        ids = manifest.points(scale)
+        if len(ids) != math.prod(len(v) for v in manifest.scale(scale)["grid"].values()):
+            raise InvalidInput(path, f"scales.{scale}.grid", "grid values repeat")
+    names = [c["name"] for c in data["checks"] + data["controls"]]
+    if len(set(names)) != len(names):
+        raise InvalidInput(path, "checks", "check and control names must be unique")
+    if not manifest.module_path.exists():
+        raise InvalidInput(path, "slug", f"no claim module at {manifest.module_path}")
+    if not manifest.notebook_path.exists():
+        raise InvalidInput(path, "slug", f"no notebook at {manifest.notebook_path}")
+    return manifest
+
+
+def load_registry(claims_dir: Path = CLAIMS_DIR) -> dict[str, Manifest]:
+    manifests = [load_manifest(p) for p in sorted(Path(claims_dir).glob("*.yaml"))]
+    return {m.slug: m for m in manifests}
+
+
+def load_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Validate the workflow config and fill in defaults."""
+    validate(config, "config", source)
+    props = _schema("config").schema["properties"]
+    return {key: config.get(key, spec["default"]) for key, spec in props.items()}
+
+
+def selected_claims(config: dict[str, Any], registry: dict[str, Manifest]) -> list[str]:
+    if config["claims"] == "all":
+        return sorted(registry)
+    for slug in config["claims"]:
+        require_claim(slug, registry, source="config", field="claims")
+    return list(config["claims"])
+
+
+def require_claim(slug: str, registry: dict[str, Manifest], source="target", field="slug"):
+    if slug not in registry:
+        valid = ", ".join(sorted(registry))
+        raise InvalidInput(source, field, f"unknown claim '{slug}'; valid claims: {valid}")
+    return registry[slug]
+
+
+def module_sources(slug: str) -> list[Path]:
+    """The claim module and every replica module it imports, transitively.
+
+    These are inputs of the claim's compute rules: editing one re-runs exactly the claims
+    that use it, and editing the gallery code re-runs no training.
+    """
+    seen: set[Path] = set()
+    todo = [SRC_DIR / "replica" / "claims" / f"{slug}.py"]
+    while todo:
+        path = todo.pop()
+        if path in seen or not path.exists():
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for name in names:
+                if name == "replica" or name.startswith("replica."):
+                    parts = name.split(".")
+                    module = SRC_DIR.joinpath(*parts).with_suffix(".py")
+                    package = SRC_DIR.joinpath(*parts, "__init__.py")
+                    todo.extend(p for p in (module, package) if p.exists())
+    return sorted(seen)
+
+
+def require_point(manifest: Manifest, scale: str, point: str) -> dict[str, Any]:
+    points = manifest.points(scale)
+    if point not in points:
+        raise InvalidInput(manifest.path, f"scales.{scale}.grid",
+                           f"unknown grid point '{point}'; valid: {', '.join(points)}")
+    return points[point]

@@ -1,0 +1,207 @@
+"""The generic claim chain: each step loads its inputs, calls the claim module, writes atomically.
+
+A step that fails writes an error record in place of its output (and exits 0), so the
+failure travels down the chain to an ``error`` verdict and the rest of the gallery still
+builds; the workflow's last rule turns any error into a non-zero exit status.
+
+    python -m replica <step> <slug> --scale S [--point P] --out PATH [inputs...]
+    python -m replica run <slug> --scale smoke --results DIR     # whole chain, no Snakemake
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from replica import registry, runtime
+from replica.runtime import ERROR_KEY
+from replica.verdicts import error_verdict, judge
+
+
+def claim_module(slug: str):
+    return importlib.import_module(f"replica.claims.{slug}")
+
+
+def _upstream_error(*loaded: dict) -> str | None:
+    for item in loaded:
+        if ERROR_KEY in item:
+            return str(item[ERROR_KEY])
+    return None
+
+
+def _guarded(step: str, out: Path, write_error, body) -> bool:
+    """Run body(); on an exception, log the traceback and write an error record to out."""
+    started = time.perf_counter()
+    try:
+        body()
+    except Exception as exc:  # noqa: BLE001 - any failure of claim code becomes an 'error' verdict
+        traceback.print_exc()
+        write_error(out, f"{step} failed: {type(exc).__name__}: {exc}")
+        print(f"[replica] {step} FAILED -> {out}", flush=True)
+        return False
+    print(f"[replica] {step} done in {time.perf_counter() - started:.2f} s -> {out}", flush=True)
+    return True
+
+
+def _json_error(path: Path, message: str) -> None:
+    runtime.write_json(path, {ERROR_KEY: message})
+
+
+def _npz_error(path: Path, message: str) -> None:
+    runtime.write_npz(path, {ERROR_KEY: message})
+
+
+def _context(slug: str, scale: str, base_seed: int):
+    manifest = registry.load_manifest(registry.CLAIMS_DIR / f"{slug}.yaml")
+    cfg = manifest.scale(scale)
+    return manifest, cfg["params"], runtime.seed_list(cfg["seeds"], base_seed)
+
+
+def generate(slug, scale, out, base_seed=0):
+    manifest, params, seeds = _context(slug, scale, base_seed)
+
+    def body():
+        runtime.single_thread()
+        runtime.write_npz(out, claim_module(slug).generate(params, seeds))
+
+    return _guarded("generate", Path(out), _npz_error, body)
+
+
+def theory(slug, scale, data, out, base_seed=0):
+    manifest, params, seeds = _context(slug, scale, base_seed)
+
+    def body():
+        runtime.single_thread()
+        loaded = runtime.read_npz(data)
+        if (err := _upstream_error(loaded)) is not None:
+            raise RuntimeError(f"upstream: {err}")
+        runtime.write_json(out, claim_module(slug).theory(loaded, params))
+
+    return _guarded("theory", Path(out), _json_error, body)
+
+
+def train(slug, scale, point, data, out, base_seed=0, device="auto"):
+    manifest, params, seeds = _context(slug, scale, base_seed)
+    point_params = registry.require_point(manifest, scale, point)
+
+    def body():
+        runtime.single_thread()
+        loaded = runtime.read_npz(data)
+        if (err := _upstream_error(loaded)) is not None:
+            raise RuntimeError(f"upstream: {err}")
+        dev = runtime.select_device(scale, device)
+        print(f"[replica] train {slug}/{point} on {dev}, seeds {seeds}", flush=True)
+        arrays = claim_module(slug).train(loaded, point_params, params, seeds, dev)
+        runtime.write_npz(out, arrays)
+
+    return _guarded(f"train {point}", Path(out), _npz_error, body)
+
+
+def measure(slug, scale, data, runs, out, base_seed=0):
+    manifest, params, seeds = _context(slug, scale, base_seed)
+    points = manifest.points(scale)
+
+    def body():
+        runtime.single_thread()
+        loaded = runtime.read_npz(data)
+        trained = {Path(p).stem: runtime.read_npz(p) for p in runs}
+        if (err := _upstream_error(loaded, *trained.values())) is not None:
+            raise RuntimeError(f"upstream: {err}")
+        if set(trained) != set(points):
+            raise RuntimeError(f"runs {sorted(trained)} do not match grid {sorted(points)}")
+        metrics = claim_module(slug).measure(loaded, trained, points, params)
+        runtime.write_json(out, metrics)
+
+    return _guarded("measure", Path(out), _json_error, body)
+
+
+def verdict(slug, scale, metrics, theory, out, base_seed=0, provenance_out=None):
+    """The verdict JSON is a pure function of the results; provenance goes beside it."""
+    manifest, params, seeds = _context(slug, scale, base_seed)
+    from replica import provenance
+
+    def body():
+        loaded = [runtime.read_json(metrics), runtime.read_json(theory)]
+        if (err := _upstream_error(*loaded)) is not None:
+            result = error_verdict(manifest.data, err)
+        else:
+            stats = claim_module(slug).verdict(loaded[0], loaded[1], params)
+            result = judge(manifest.data, stats)
+        result.update(scale=scale, seeds=len(seeds), seed_list=seeds)
+        runtime.write_json(out, result)
+        if provenance_out:
+            runtime.write_json(provenance_out, provenance.collect(manifest, scale, base_seed))
+
+    def write_error(path, message):
+        result = error_verdict(manifest.data, message)
+        result.update(scale=scale, seeds=len(seeds), seed_list=seeds)
+        runtime.write_json(path, result)
+
+    return _guarded("verdict", Path(out), write_error, body)
+
+
+def run_chain(slug: str, scale: str, results: Path, base_seed: int = 0, device="auto") -> dict:
+    """The whole chain in this process (development and tests; Snakemake is the real driver)."""
+    manifest, _, _ = _context(slug, scale, base_seed)
+    root = Path(results) / scale / slug
+    generate(slug, scale, root / "data.npz", base_seed)
+    theory(slug, scale, root / "data.npz", root / "theory.json", base_seed)
+    runs = []
+    for point in manifest.points(scale):
+        runs.append(root / "train" / f"{point}.npz")
+        train(slug, scale, point, root / "data.npz", runs[-1], base_seed, device)
+    measure(slug, scale, root / "data.npz", runs, root / "metrics.json", base_seed)
+    verdict(slug, scale, root / "metrics.json", root / "theory.json", root / "verdict.json",
+            base_seed, root / "provenance.json")
+    return runtime.read_json(root / "verdict.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m replica")
+    parser.add_argument("step", choices=["generate", "theory", "train", "measure", "verdict",
+                                         "notebook", "run"])
+    parser.add_argument("slug")
+    parser.add_argument("--scale", required=True, choices=registry.SCALES)
+    parser.add_argument("--base-seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--point")
+    parser.add_argument("--data")
+    parser.add_argument("--runs", nargs="*", default=[])
+    parser.add_argument("--metrics")
+    parser.add_argument("--theory")
+    parser.add_argument("--verdict")
+    parser.add_argument("--out")
+    parser.add_argument("--provenance")
+    parser.add_argument("--figure")
+    parser.add_argument("--results", default="results")
+    args = parser.parse_args(argv)
+    s, sc, seed = args.slug, args.scale, args.base_seed
+    if args.step == "generate":
+        generate(s, sc, args.out, seed)
+    elif args.step == "theory":
+        theory(s, sc, args.data, args.out, seed)
+    elif args.step == "train":
+        train(s, sc, args.point, args.data, args.out, seed, args.device)
+    elif args.step == "measure":
+        measure(s, sc, args.data, args.runs, args.out, seed)
+    elif args.step == "verdict":
+        verdict(s, sc, args.metrics, args.theory, args.out, seed, args.provenance)
+    elif args.step == "notebook":
+        from replica import notebooks
+
+        notebooks.execute(s, sc, Path(args.verdict).parent, args.out, args.figure)
+    elif args.step == "run":
+        result = run_chain(s, sc, Path(args.results), seed, args.device)
+        print(runtime.to_jsonable({k: result[k] for k in ("status", "reason")}))
+        for row in result["checks"] + result["controls"]:
+            print(runtime.to_jsonable(row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+# The generic claim chain. Nothing here names a claim: the registry drives it.
+
+
+rule generate:
+    input:
+        sources=claim_sources,
+    output:
+        f"{RESULTS}/data.npz",
+    params:
+        settings=scale_settings,
+    log:
+        f"{RESULTS}/logs/generate.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/generate.tsv"
+    threads: 1
+    shell:
+        "{STEP} generate {wildcards.slug} --scale {wildcards.scale} "
+        "--base-seed {CONFIG[base_seed]} --out {output} > {log} 2>&1"
+
+
+rule theory:
+    input:
+        data=f"{RESULTS}/data.npz",
+        sources=claim_sources,
+    output:
+        f"{RESULTS}/theory.json",
+    params:
+        settings=scale_settings,
+    log:
+        f"{RESULTS}/logs/theory.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/theory.tsv"
+    threads: 1
+    shell:
+        "{STEP} theory {wildcards.slug} --scale {wildcards.scale} "
+        "--base-seed {CONFIG[base_seed]} --data {input.data} --out {output} > {log} 2>&1"
+
+
+rule train:
+    input:
+        data=f"{RESULTS}/data.npz",
+        sources=claim_sources,
+    output:
+        f"{RESULTS}/train/{{point}}.npz",
+    params:
+        settings=scale_settings,
+    log:
+        f"{RESULTS}/logs/train/{{point}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{point}}.tsv"
+    threads: 1
+    resources:
+        runtime=lambda wc: 600 if wc.scale == "paper" else 30,
+    shell:
+        "{STEP} train {wildcards.slug} --scale {wildcards.scale} --point {wildcards.point} "
+        "--base-seed {CONFIG[base_seed]} --device {CONFIG[device]} "
+        "--data {input.data} --out {output} > {log} 2>&1"
+
+
+rule measure:
+    input:
+        data=f"{RESULTS}/data.npz",
+        runs=train_outputs,
+        sources=claim_sources,
+    output:
+        f"{RESULTS}/metrics.json",
+    params:
+        settings=scale_settings,
+    log:
+        f"{RESULTS}/logs/measure.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/measure.tsv"
+    threads: 1
+    shell:
+        "{STEP} measure {wildcards.slug} --scale {wildcards.scale} "
+        "--base-seed {CONFIG[base_seed]} --data {input.data} --runs {input.runs} "
+        "--out {output} > {log} 2>&1"
+
+
+rule verdict:
+    input:
+        metrics=f"{RESULTS}/metrics.json",
+        theory=f"{RESULTS}/theory.json",
+        sources=claim_sources,
+        code=code("verdicts.py"),
+    output:
+        verdict=f"{RESULTS}/verdict.json",
+        provenance=f"{RESULTS}/provenance.json",
+    params:
+        settings=scale_settings,
+        checks=verdict_settings,
+    log:
+        f"{RESULTS}/logs/verdict.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/verdict.tsv"
+    threads: 1
+    shell:
+        "{STEP} verdict {wildcards.slug} --scale {wildcards.scale} "
+        "--base-seed {CONFIG[base_seed]} --metrics {input.metrics} --theory {input.theory} "
+        "--out {output.verdict} --provenance {output.provenance} > {log} 2>&1"
+
+
+rule notebook:
+    input:
+        notebook=notebook_source,
+        verdict=f"{RESULTS}/verdict.json",
+        metrics=f"{RESULTS}/metrics.json",
+        theory=f"{RESULTS}/theory.json",
+        data=f"{RESULTS}/data.npz",
+        code=code("report.py", "notebooks.py"),
+    output:
+        notebook=f"{RESULTS}/notebook.ipynb",
+        figure=f"{RESULTS}/figure.png",
+    log:
+        f"{RESULTS}/logs/notebook.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/notebook.tsv"
+    threads: 1
+    retries: 2  # a kernel port race under parallel runs; the retry is clean
+    shell:
+        "{STEP} notebook {wildcards.slug} --scale {wildcards.scale} "
+        "--verdict {input.verdict} --out {output.notebook} --figure {output.figure} "
+        "> {log} 2>&1"

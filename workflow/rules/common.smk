@@ -1,0 +1,73 @@
+# Config and claim registry -> targets and input functions. Everything is validated here, while
+# the workflow is parsed, so a bad config or manifest stops the run before any job starts.
+import json
+import sys
+from pathlib import Path
+
+SRC = Path(workflow.basedir) / "src"
+sys.path.insert(0, str(SRC))
+
+from replica import registry  # noqa: E402
+
+try:
+    CONFIG = registry.load_config(dict(config), source="config (workflow/config.yaml + --config)")
+    REGISTRY = registry.load_registry()
+    CLAIMS = registry.selected_claims(CONFIG, REGISTRY)
+except registry.InvalidInput as err:
+    sys.exit(f"replica: invalid input: {err}")
+
+SCALE = CONFIG["scale"]
+# The quick gallery is the default one; other scales get their own folder.
+GALLERY = "figures" if SCALE == "quick" else f"figures/{SCALE}"
+RESULTS = "results/{scale}/{slug}"
+PY = sys.executable
+# One BLAS thread per job; jobs run side by side instead (see DESIGN.md).
+ENV = (
+    "export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "
+    f"PYTHONPATH={SRC}${{PYTHONPATH:+:$PYTHONPATH}}; "
+)
+STEP = f"{ENV}{PY} -m replica"
+
+
+wildcard_constraints:
+    scale="smoke|quick|paper",
+    slug="[a-z0-9_]+",
+    point="[A-Za-z0-9_.+-]+",
+
+
+def manifest(wildcards):
+    return registry.require_claim(wildcards.slug, REGISTRY)
+
+
+def claim_sources(wildcards):
+    """The claim module and the replica modules it imports: editing them re-runs the chain."""
+    return [str(p) for p in registry.module_sources(manifest(wildcards).slug)]
+
+
+def scale_settings(wildcards):
+    """Tracked as a param: editing this scale's settings in the manifest re-runs the chain."""
+    return json.dumps(manifest(wildcards).scale(wildcards.scale), sort_keys=True)
+
+
+def verdict_settings(wildcards):
+    m = manifest(wildcards).data
+    return json.dumps({k: m[k] for k in ("checks", "controls", "key_statistic")}, sort_keys=True)
+
+
+def train_outputs(wildcards):
+    points = manifest(wildcards).points(wildcards.scale)
+    return [f"results/{wildcards.scale}/{wildcards.slug}/train/{p}.npz" for p in points]
+
+
+def train_benchmarks(wildcards):
+    points = manifest(wildcards).points(wildcards.scale)
+    return [f"results/{wildcards.scale}/{wildcards.slug}/benchmarks/train/{p}.tsv" for p in points]
+
+
+def notebook_source(wildcards):
+    return str(manifest(wildcards).notebook_path.relative_to(registry.ROOT))
+
+
+def code(*names):
+    """Library files a rule runs: editing them re-runs that rule (and only the rules after it)."""
+    return [str(SRC / "replica" / name) for name in names]

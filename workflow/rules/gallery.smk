@@ -1,0 +1,66 @@
+# The gallery: one page per claim, then the index, coverage page and summary.json.
+
+
+rule claim_page:
+    input:
+        notebook=f"results/{SCALE}/{{slug}}/notebook.ipynb",
+        figure=f"results/{SCALE}/{{slug}}/figure.png",
+        verdict=f"results/{SCALE}/{{slug}}/verdict.json",
+        provenance=f"results/{SCALE}/{{slug}}/provenance.json",
+        code=code("gallery.py", "notebooks.py", "templates/claim_page.html.j2"),
+    output:
+        page=f"{GALLERY}/claims/{{slug}}.html",
+        notebook=f"{GALLERY}/claims/{{slug}}.ipynb",
+        thumbnail=f"{GALLERY}/claims/{{slug}}.png",
+        logs=directory(f"{GALLERY}/claims/{{slug}}_logs"),
+    log:
+        f"results/{SCALE}/{{slug}}/logs/page.log",
+    threads: 1
+    shell:
+        "{ENV}{PY} -m replica.gallery page {wildcards.slug} --scale {SCALE} "
+        "--gallery {GALLERY} > {log} 2>&1"
+
+
+rule gallery_assets:
+    output:
+        directory(f"{GALLERY}/assets"),
+    log:
+        f"results/{SCALE}/logs/gallery_assets.log",
+    threads: 1
+    shell:
+        "{ENV}{PY} -m replica.gallery assets --gallery {GALLERY} > {log} 2>&1"
+
+
+rule gallery:
+    input:
+        pages=expand(f"{GALLERY}/claims/{{slug}}.html", slug=CLAIMS),
+        verdicts=expand(f"results/{SCALE}/{{slug}}/verdict.json", slug=CLAIMS),
+        assets=f"{GALLERY}/assets",
+        code=code(
+            "gallery.py",
+            "templates/index.html.j2",
+            "templates/coverage.html.j2",
+            "templates/style.css",
+            "data/ledger.yaml",
+        ),
+    output:
+        index=f"{GALLERY}/index.html",
+        coverage=f"{GALLERY}/coverage.html",
+        summary=f"{GALLERY}/summary.json",
+    log:
+        f"results/{SCALE}/logs/gallery.log",
+    threads: 1
+    shell:
+        "{ENV}{PY} -m replica.gallery build {CLAIMS} --scale {SCALE} --gallery {GALLERY} "
+        "> {log} 2>&1"
+
+
+rule check_errors:
+    """Fails the run, after the gallery is built, when any claim ended in `error`."""
+    input:
+        f"{GALLERY}/summary.json",
+    output:
+        touch(f"{GALLERY}/.no-errors"),
+    threads: 1
+    shell:
+        "{ENV}{PY} -m replica.gallery check --gallery {GALLERY}"
