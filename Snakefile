@@ -13,9 +13,9 @@ include: "workflow/rules/gallery.smk"
 
 
 rule all:
+    default_target: True
     input:
         f"{GALLERY}/index.html",
         f"{GALLERY}/coverage.html",
         f"{GALLERY}/summary.json",
         f"{GALLERY}/.no-errors",
-    default_target: True

@@ -34,9 +34,12 @@ NOT_BUILT = {
 
 
 def _environment() -> Environment:
-    return Environment(loader=FileSystemLoader(TEMPLATES),
-                       autoescape=select_autoescape(["html", "j2"]), trim_blocks=True,
-                       lstrip_blocks=True)
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def read_benchmark_seconds(path: Path) -> float:
@@ -94,8 +97,12 @@ def coverage_rows(entries: dict[str, dict]) -> list[dict]:
         row = {k: paper.get(k) for k in ("slug", "title", "arxiv", "tier", "theme")}
         if paper["slug"] in entries:
             entry = entries[paper["slug"]]
-            row.update(status=entry["status"], reason=entry["reason"], page=entry["page"],
-                       color=entry["color"])
+            row.update(
+                status=entry["status"],
+                reason=entry["reason"],
+                page=entry["page"],
+                color=entry["color"],
+            )
         else:
             status, reason = NOT_BUILT[paper["tier"]]
             row.update(status=status, reason=reason, page=None, color="#8c959f")
@@ -108,22 +115,50 @@ def build(scale: str, gallery: Path, results_root: Path, slugs: list[str]) -> li
     entries = {s: claim_entry(reg[s], results_root / scale / s, gallery) for s in slugs}
     ordered = [entries[s] for s in slugs]
     env = _environment()
-    context = {"scale": scale, "claims": ordered,
-               "themes": sorted({e["theme"] for e in ordered}),
-               "statuses": [s for s in ("replicated", "partial", "not-replicated", "error")],
-               "counts": {s: sum(e["status"] == s for e in ordered) for s in BADGE_COLORS}}
+    context = {
+        "scale": scale,
+        "claims": ordered,
+        "themes": sorted({e["theme"] for e in ordered}),
+        "statuses": [s for s in ("replicated", "partial", "not-replicated", "error")],
+        "counts": {s: sum(e["status"] == s for e in ordered) for s in BADGE_COLORS},
+    }
     shutil.copy(TEMPLATES / "style.css", gallery / "style.css")
     runtime.write_text(gallery / "index.html", env.get_template("index.html.j2").render(context))
     rows = coverage_rows(entries)
     counts = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
-    runtime.write_text(gallery / "coverage.html", env.get_template("coverage.html.j2").render(
-        scale=scale, papers=rows, counts=sorted(counts.items())))
-    summary = {"scale": scale, "claims": [
-        {k: e[k] for k in ("slug", "title", "arxiv", "theme", "status", "reason", "key",
-                           "checks", "controls", "seeds", "runtime_s", "runtimes_s",
-                           "notebook_error", "page")} for e in ordered]}
+    runtime.write_text(
+        gallery / "coverage.html",
+        env.get_template("coverage.html.j2").render(
+            scale=scale, papers=rows, counts=sorted(counts.items())
+        ),
+    )
+    summary = {
+        "scale": scale,
+        "claims": [
+            {
+                k: e[k]
+                for k in (
+                    "slug",
+                    "title",
+                    "arxiv",
+                    "theme",
+                    "status",
+                    "reason",
+                    "key",
+                    "checks",
+                    "controls",
+                    "seeds",
+                    "runtime_s",
+                    "runtimes_s",
+                    "notebook_error",
+                    "page",
+                )
+            }
+            for e in ordered
+        ],
+    }
     runtime.write_json(gallery / "summary.json", summary)
     return ordered
 
@@ -152,9 +187,14 @@ def claim_page(slug: str, scale: str, gallery: Path, results_root: Path) -> None
         name = "_".join(log.relative_to(results / "logs").with_suffix("").parts)
         shutil.copy(log, logs_dir.mkdir(exist_ok=True) or logs_dir / f"{name}.log")
         logs[f"log: {name}"] = f"{slug}_logs/{name}.log"
-    export_html(results / "notebook.ipynb", results / "verdict.json",
-                results / "provenance.json", claims / f"{slug}.html", logs,
-                claim_runtimes(results))
+    export_html(
+        results / "notebook.ipynb",
+        results / "verdict.json",
+        results / "provenance.json",
+        claims / f"{slug}.html",
+        logs,
+        claim_runtimes(results),
+    )
 
 
 def check_errors(summary_path: Path) -> int:
@@ -165,8 +205,10 @@ def check_errors(summary_path: Path) -> int:
         why = claim["reason"] if claim["status"] == "error" else claim["notebook_error"]
         print(f"claim {claim['slug']}: ERROR: {why}", file=sys.stderr)
     if failed:
-        print(f"{len(failed)} claim(s) failed; their cards in the gallery link to the logs.",
-              file=sys.stderr)
+        print(
+            f"{len(failed)} claim(s) failed; their cards in the gallery link to the logs.",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 

@@ -55,14 +55,22 @@ def execute(slug: str, scale: str, results_dir, out, figure) -> None:
         [str(registry.SRC_DIR), os.environ.get("PYTHONPATH", "")]
     )
     # Paths relative to the project root (the kernel's cwd) keep pages free of machine paths.
-    params = {"results_dir": os.path.relpath(Path(results_dir).resolve(), registry.ROOT),
-              "figure_path": os.path.relpath(figure.resolve(), registry.ROOT), "scale": scale}
+    params = {
+        "results_dir": os.path.relpath(Path(results_dir).resolve(), registry.ROOT),
+        "figure_path": os.path.relpath(figure.resolve(), registry.ROOT),
+        "scale": scale,
+    }
     tmp = out.with_name(f".{out.name}.running")
     error = None
     try:
-        papermill.execute_notebook(str(manifest.notebook_path), str(tmp), parameters=params,
-                                   kernel_name="python3", progress_bar=False,
-                                   cwd=str(registry.ROOT))
+        papermill.execute_notebook(
+            str(manifest.notebook_path),
+            str(tmp),
+            parameters=params,
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(registry.ROOT),
+        )
     except papermill.PapermillExecutionError as exc:
         error = f"notebook cell {exc.exec_count} raised {exc.ename}: {exc.evalue}"
         print(f"[replica] {error}", flush=True)
@@ -75,8 +83,9 @@ def execute(slug: str, scale: str, results_dir, out, figure) -> None:
 
 
 def _provenance_rows(provenance: dict, notebook: dict, runtimes: dict) -> list[tuple]:
-    rows = [(k, provenance.get(k)) for k in ("commit", "dirty", "config_hash", "python",
-                                              "platform")]
+    rows = [
+        (k, provenance.get(k)) for k in ("commit", "dirty", "config_hash", "python", "platform")
+    ]
     rows += [(f"version {k}", v) for k, v in sorted(provenance.get("packages", {}).items())]
     rows += [(f"runtime {k} (s)", f"{v:.1f}") for k, v in runtimes.items()]
     papermill_meta = notebook["metadata"].get("papermill", {})
@@ -85,8 +94,14 @@ def _provenance_rows(provenance: dict, notebook: dict, runtimes: dict) -> list[t
     return rows
 
 
-def export_html(notebook_path, verdict_path, provenance_path, page, logs: dict[str, str],
-                runtimes: dict[str, float]) -> None:
+def export_html(
+    notebook_path,
+    verdict_path,
+    provenance_path,
+    page,
+    logs: dict[str, str],
+    runtimes: dict[str, float],
+) -> None:
     """The claim page: the executed notebook as HTML with a verdict/provenance header."""
     import nbformat
     from nbconvert import HTMLExporter
@@ -94,16 +109,24 @@ def export_html(notebook_path, verdict_path, provenance_path, page, logs: dict[s
     nb = nbformat.read(str(notebook_path), as_version=4)
     verdict = runtime.read_json(verdict_path)
     provenance = runtime.read_json(provenance_path) if Path(provenance_path).exists() else {}
-    exporter = HTMLExporter(template_name="lab", extra_template_paths=[str(TEMPLATES)],
-                            template_file="claim_page.html.j2")
+    exporter = HTMLExporter(
+        template_name="lab",
+        extra_template_paths=[str(TEMPLATES)],
+        template_file="claim_page.html.j2",
+    )
     exporter.mathjax_url = "../assets/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
     status = verdict["status"]
-    resources = {"replica": {
-        "slug": verdict["slug"], "status": status, "reason": verdict.get("reason", ""),
-        "color": BADGE_COLORS.get(status, "#57606a"), "logs": sorted(logs.items()),
-        "provenance": _provenance_rows(provenance, nb, runtimes) + [
-            ("seeds", verdict.get("seed_list")), ("scale", verdict.get("scale"))],
-    }}
+    resources = {
+        "replica": {
+            "slug": verdict["slug"],
+            "status": status,
+            "reason": verdict.get("reason", ""),
+            "color": BADGE_COLORS.get(status, "#57606a"),
+            "logs": sorted(logs.items()),
+            "provenance": _provenance_rows(provenance, nb, runtimes)
+            + [("seeds", verdict.get("seed_list")), ("scale", verdict.get("scale"))],
+        }
+    }
     body, _ = exporter.from_notebook_node(nb, resources=resources)
     Path(page).parent.mkdir(parents=True, exist_ok=True)
     runtime.write_text(page, body)

@@ -15,8 +15,9 @@ PACKAGES = ("torch", "numpy", "scipy", "snakemake", "papermill", "nbconvert", "m
 
 def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                             timeout=10, check=True)
+        out = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip()
@@ -39,8 +40,12 @@ def package_versions() -> dict:
 
 
 def config_hash(manifest: Manifest, scale: str, base_seed: int) -> str:
-    payload = {"scale": manifest.scale(scale), "checks": manifest.data["checks"],
-               "controls": manifest.data["controls"], "base_seed": base_seed}
+    payload = {
+        "scale": manifest.scale(scale),
+        "checks": manifest.data["checks"],
+        "controls": manifest.data["controls"],
+        "base_seed": base_seed,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -77,6 +77,10 @@ def validate(obj: Any, schema: str, source: str | Path) -> None:
             extra = sorted(set(first.instance) - set(known))
             field = ".".join([_field(first), extra[0]]) if first.absolute_path else extra[0]
             raise InvalidInput(source, field, f"unknown key; known keys: {', '.join(known)}")
+        if first.validator == "required":
+            missing = [k for k in first.validator_value if k not in first.instance][0]
+            prefix = f"{_field(first)}." if first.absolute_path else ""
+            raise InvalidInput(source, prefix + missing, "is required but missing")
         raise InvalidInput(source, _field(first), first.message)
 
 
@@ -99,7 +103,7 @@ def point_id(point: dict[str, Any]) -> str:
 
 def grid_points(grid: dict[str, list]) -> dict[str, dict[str, Any]]:
     axes = list(grid)
-    points = [dict(zip(axes, values)) for values in itertools.product(*grid.values())]
+    points = [dict(zip(axes, vals, strict=True)) for vals in itertools.product(*grid.values())]
     return {point_id(p): p for p in points}
 
 
@@ -128,7 +132,25 @@ def load_manifest(path: Path) -> Manifest:
         raise InvalidInput(path, "slug", f"no claim module at {manifest.module_path}")
     if not manifest.notebook_path.exists():
         raise InvalidInput(path, "slug", f"no notebook at {manifest.notebook_path}")
+    check_notebook(manifest.notebook_path)
     return manifest
+
+
+def check_notebook(path: Path) -> None:
+    """papermill needs a first code cell tagged 'parameters' and the python3 kernel."""
+    import json
+
+    try:
+        nb = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise InvalidInput(path, "(json)", f"not a valid notebook: {err}") from None
+    code = [c for c in nb.get("cells", []) if c.get("cell_type") == "code"]
+    if not code or "parameters" not in code[0].get("metadata", {}).get("tags", []):
+        raise InvalidInput(
+            path, "cells.parameters", "the first code cell must be tagged 'parameters' (papermill)"
+        )
+    if nb.get("metadata", {}).get("kernelspec", {}).get("name") != "python3":
+        raise InvalidInput(path, "metadata.kernelspec.name", "must be 'python3'")
 
 
 def load_registry(claims_dir: Path = CLAIMS_DIR) -> dict[str, Manifest]:
@@ -189,6 +211,9 @@ def module_sources(slug: str) -> list[Path]:
 def require_point(manifest: Manifest, scale: str, point: str) -> dict[str, Any]:
     points = manifest.points(scale)
     if point not in points:
-        raise InvalidInput(manifest.path, f"scales.{scale}.grid",
-                           f"unknown grid point '{point}'; valid: {', '.join(points)}")
+        raise InvalidInput(
+            manifest.path,
+            f"scales.{scale}.grid",
+            f"unknown grid point '{point}'; valid: {', '.join(points)}",
+        )
     return points[point]

@@ -12,15 +12,20 @@ import numpy as np
 
 from replica import runtime
 
-BADGE_COLORS = {"replicated": "#1a7f37", "partial": "#9a6700", "not-replicated": "#cf222e",
-                "error": "#57606a"}
+BADGE_COLORS = {
+    "replicated": "#1a7f37",
+    "partial": "#9a6700",
+    "not-replicated": "#cf222e",
+    "error": "#57606a",
+}
 
 
 def load_results(results_dir) -> dict:
     """metrics, theory and verdict of one claim (and its data arrays) as plain objects."""
     root = Path(results_dir)
-    out = {name: runtime.read_json(root / f"{name}.json")
-           for name in ("metrics", "theory", "verdict")}
+    out = {
+        name: runtime.read_json(root / f"{name}.json") for name in ("metrics", "theory", "verdict")
+    }
     out["data"] = runtime.read_npz(root / "data.npz")
     return out
 
@@ -46,12 +51,24 @@ def verdict_html(verdict: dict) -> str:
             ci_txt = f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci and None not in ci else ""
             n_txt = f" (n={row['n']})" if row.get("n") else ""
             rows.append(
-                "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
-                    kind, row["name"], row["what"], _fmt(row.get("value")) + ci_txt + n_txt,
-                    f"{row['op']} {_fmt(row['threshold'])}", mark)) + "</tr>"
+                "<tr>"
+                + "".join(
+                    f"<td>{html.escape(str(c))}</td>"
+                    for c in (
+                        kind,
+                        row["name"],
+                        row["what"],
+                        _fmt(row.get("value")) + ci_txt + n_txt,
+                        f"{row['op']} {_fmt(row['threshold'])}",
+                        mark,
+                    )
+                )
+                + "</tr>"
             )
-    head = ("<tr><th>kind</th><th>name</th><th>what</th><th>statistic (95% CI, seeds)</th>"
-            "<th>threshold</th><th>passed / discriminates</th></tr>")
+    head = (
+        "<tr><th>kind</th><th>name</th><th>what</th><th>statistic (95% CI, seeds)</th>"
+        "<th>threshold</th><th>passed / discriminates</th></tr>"
+    )
     return (
         f"<p><b>Verdict: <span style='color:{color}'>{html.escape(status)}</span></b> — "
         f"{html.escape(verdict.get('reason', ''))}</p>"

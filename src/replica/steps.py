@@ -16,7 +16,6 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
 
 from replica import registry, runtime
 from replica.runtime import ERROR_KEY
@@ -156,15 +155,23 @@ def run_chain(slug: str, scale: str, results: Path, base_seed: int = 0, device="
         runs.append(root / "train" / f"{point}.npz")
         train(slug, scale, point, root / "data.npz", runs[-1], base_seed, device)
     measure(slug, scale, root / "data.npz", runs, root / "metrics.json", base_seed)
-    verdict(slug, scale, root / "metrics.json", root / "theory.json", root / "verdict.json",
-            base_seed, root / "provenance.json")
+    verdict(
+        slug,
+        scale,
+        root / "metrics.json",
+        root / "theory.json",
+        root / "verdict.json",
+        base_seed,
+        root / "provenance.json",
+    )
     return runtime.read_json(root / "verdict.json")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m replica")
-    parser.add_argument("step", choices=["generate", "theory", "train", "measure", "verdict",
-                                         "notebook", "run"])
+    parser.add_argument(
+        "step", choices=["generate", "theory", "train", "measure", "verdict", "notebook", "run"]
+    )
     parser.add_argument("slug")
     parser.add_argument("--scale", required=True, choices=registry.SCALES)
     parser.add_argument("--base-seed", type=int, default=0)

@@ -63,8 +63,11 @@ def judge(manifest: dict[str, Any], statistics: dict[str, Any]) -> dict[str, Any
     missing = [r["statistic"] for r in checks + controls if r["value"] is None]
     if missing:
         return error_verdict(
-            manifest, f"statistics missing or not finite: {', '.join(sorted(set(missing)))}",
-            checks=checks, controls=controls, statistics=stats,
+            manifest,
+            f"statistics missing or not finite: {', '.join(sorted(set(missing)))}",
+            checks=checks,
+            controls=controls,
+            statistics=stats,
         )
     n_pass = sum(r["passed"] for r in checks)
     failed = [r["name"] for r in checks if not r["passed"]]
@@ -111,8 +114,13 @@ def error_verdict(manifest: dict[str, Any], reason: str, **extra) -> dict[str, A
         "checks": [],
         "controls": [],
         "statistics": {},
-        "key": {"label": manifest["key_statistic"]["label"], "measured": None,
-                "ci": None, "n": None, "theory": None},
+        "key": {
+            "label": manifest["key_statistic"]["label"],
+            "measured": None,
+            "ci": None,
+            "n": None,
+            "theory": None,
+        },
     }
     verdict.update(extra)
     return verdict

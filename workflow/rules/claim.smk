@@ -6,13 +6,13 @@ rule generate:
         sources=claim_sources,
     output:
         f"{RESULTS}/data.npz",
-    params:
-        settings=scale_settings,
     log:
         f"{RESULTS}/logs/generate.log",
     benchmark:
         f"{RESULTS}/benchmarks/generate.tsv"
     threads: 1
+    params:
+        settings=scale_settings,
     shell:
         "{STEP} generate {wildcards.slug} --scale {wildcards.scale} "
         "--base-seed {CONFIG[base_seed]} --out {output} > {log} 2>&1"
@@ -24,13 +24,13 @@ rule theory:
         sources=claim_sources,
     output:
         f"{RESULTS}/theory.json",
-    params:
-        settings=scale_settings,
     log:
         f"{RESULTS}/logs/theory.log",
     benchmark:
         f"{RESULTS}/benchmarks/theory.tsv"
     threads: 1
+    params:
+        settings=scale_settings,
     shell:
         "{STEP} theory {wildcards.slug} --scale {wildcards.scale} "
         "--base-seed {CONFIG[base_seed]} --data {input.data} --out {output} > {log} 2>&1"
@@ -42,8 +42,6 @@ rule train:
         sources=claim_sources,
     output:
         f"{RESULTS}/train/{{point}}.npz",
-    params:
-        settings=scale_settings,
     log:
         f"{RESULTS}/logs/train/{{point}}.log",
     benchmark:
@@ -51,6 +49,8 @@ rule train:
     threads: 1
     resources:
         runtime=lambda wc: 600 if wc.scale == "paper" else 30,
+    params:
+        settings=scale_settings,
     shell:
         "{STEP} train {wildcards.slug} --scale {wildcards.scale} --point {wildcards.point} "
         "--base-seed {CONFIG[base_seed]} --device {CONFIG[device]} "
@@ -64,13 +64,13 @@ rule measure:
         sources=claim_sources,
     output:
         f"{RESULTS}/metrics.json",
-    params:
-        settings=scale_settings,
     log:
         f"{RESULTS}/logs/measure.log",
     benchmark:
         f"{RESULTS}/benchmarks/measure.tsv"
     threads: 1
+    params:
+        settings=scale_settings,
     shell:
         "{STEP} measure {wildcards.slug} --scale {wildcards.scale} "
         "--base-seed {CONFIG[base_seed]} --data {input.data} --runs {input.runs} "
@@ -86,14 +86,14 @@ rule verdict:
     output:
         verdict=f"{RESULTS}/verdict.json",
         provenance=f"{RESULTS}/provenance.json",
-    params:
-        settings=scale_settings,
-        checks=verdict_settings,
     log:
         f"{RESULTS}/logs/verdict.log",
     benchmark:
         f"{RESULTS}/benchmarks/verdict.tsv"
     threads: 1
+    params:
+        settings=scale_settings,
+        checks=verdict_settings,
     shell:
         "{STEP} verdict {wildcards.slug} --scale {wildcards.scale} "
         "--base-seed {CONFIG[base_seed]} --metrics {input.metrics} --theory {input.theory} "
@@ -115,8 +115,8 @@ rule notebook:
         f"{RESULTS}/logs/notebook.log",
     benchmark:
         f"{RESULTS}/benchmarks/notebook.tsv"
-    threads: 1
     retries: 2  # a kernel port race under parallel runs; the retry is clean
+    threads: 1
     shell:
         "{STEP} notebook {wildcards.slug} --scale {wildcards.scale} "
         "--verdict {input.verdict} --out {output.notebook} --figure {output.figure} "

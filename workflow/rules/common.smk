@@ -10,7 +10,9 @@ sys.path.insert(0, str(SRC))
 from replica import registry  # noqa: E402
 
 try:
-    CONFIG = registry.load_config(dict(config), source="config (workflow/config.yaml + --config)")
+    CONFIG = registry.load_config(
+        dict(config), source="config (workflow/config.yaml + --config)"
+    )
     REGISTRY = registry.load_registry()
     CLAIMS = registry.selected_claims(CONFIG, REGISTRY)
 except registry.InvalidInput as err:
@@ -51,7 +53,9 @@ def scale_settings(wildcards):
 
 def verdict_settings(wildcards):
     m = manifest(wildcards).data
-    return json.dumps({k: m[k] for k in ("checks", "controls", "key_statistic")}, sort_keys=True)
+    return json.dumps(
+        {k: m[k] for k in ("checks", "controls", "key_statistic")}, sort_keys=True
+    )
 
 
 def train_outputs(wildcards):
@@ -61,7 +65,10 @@ def train_outputs(wildcards):
 
 def train_benchmarks(wildcards):
     points = manifest(wildcards).points(wildcards.scale)
-    return [f"results/{wildcards.scale}/{wildcards.slug}/benchmarks/train/{p}.tsv" for p in points]
+    return [
+        f"results/{wildcards.scale}/{wildcards.slug}/benchmarks/train/{p}.tsv"
+        for p in points
+    ]
 
 
 def notebook_source(wildcards):

@@ -1,0 +1,44 @@
+# Two commands do all set-up on a fresh machine:  make gallery  and  make test.
+# Both create .venv and install the pinned environment when it is missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CORES ?= all
+SCALE ?= quick
+
+.PHONY: gallery test lint bench browser clean
+
+$(STAMP): envs/requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# The pinned CPU torch first, so nothing below pulls a CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -r envs/requirements.txt
+	# Only MathJax's static files are used (offline claim pages); not its server deps.
+	$(PY) -m pip install --quiet --no-deps jupyter-server-mathjax==0.2.6
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+gallery: $(STAMP)
+	$(VENV)/bin/snakemake --cores $(CORES) --config scale=$(SCALE)
+	@echo "open figures/index.html in a browser"
+
+# Debian's chromium for the headless-browser test of the gallery (skipped if it cannot be had).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+		echo "chromium not installed: the browser test will be skipped"; }
+
+test: $(STAMP) browser
+	$(PY) -m pytest -ra
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks notebooks
+	$(VENV)/bin/ruff format --check src tests benchmarks notebooks
+	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py
+
+clean:
+	rm -rf results figures .snakemake

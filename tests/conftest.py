@@ -1,0 +1,72 @@
+"""Shared fixtures: a sandbox copy of the project, and a way to run Snakemake in it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures"
+PROJECT_PARTS = ("Snakefile", "workflow", "src", "notebooks")
+
+
+def copy_project(dest: Path, with_claims: bool = True) -> Path:
+    """A copy of the workflow (no results, no venv) that a test may break freely."""
+    dest.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for part in PROJECT_PARTS:
+        src = ROOT / part
+        if src.is_dir():
+            shutil.copytree(src, dest / part, ignore=ignore)
+        else:
+            shutil.copy(src, dest / part)
+    if not with_claims:
+        for manifest in (dest / "workflow" / "claims").glob("*.yaml"):
+            manifest.unlink()
+    return dest
+
+
+def add_toy_claim(project: Path, slug: str = "toy_mean", **params) -> None:
+    """Install the toy claim (optionally under another slug, with extra params)."""
+    import yaml
+
+    text = (FIXTURES / "toy" / "toy_mean.yaml").read_text().replace("toy_mean", slug)
+    manifest = yaml.safe_load(text)
+    for scale in manifest["scales"].values():
+        scale["params"].update(params)
+    (project / "workflow" / "claims" / f"{slug}.yaml").write_text(yaml.safe_dump(manifest))
+    shutil.copy(FIXTURES / "toy" / "toy_mean.py", project / "src/replica/claims" / f"{slug}.py")
+    shutil.copy(FIXTURES / "toy" / "toy_mean.ipynb", project / "notebooks" / f"{slug}.ipynb")
+
+
+def snakemake(project: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(project / "src"))
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def toy_project(tmp_path) -> Path:
+    project = copy_project(tmp_path / "project", with_claims=False)
+    add_toy_claim(project)
+    return project
+
+
+@pytest.fixture(scope="session")
+def smoke_project(tmp_path_factory) -> Path:
+    """Every registered claim at smoke scale, gallery included, built once per test session."""
+    project = copy_project(tmp_path_factory.mktemp("smoke") / "project")
+    out = snakemake(project, "--config", "scale=smoke", timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return project

@@ -1,0 +1,143 @@
+"""Bad input is reported with the file and the field, before any job runs (table-driven)."""
+
+import copy
+import json
+import math
+
+import pytest
+import yaml
+
+from conftest import FIXTURES
+from replica import registry
+
+
+def _manifest():
+    return yaml.safe_load((FIXTURES / "toy" / "toy_mean.yaml").read_text())
+
+
+def _drop(key):
+    return lambda m: m.pop(key)
+
+
+def _set(path, value):
+    def mutate(m):
+        node = m
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return mutate
+
+
+MANIFEST_CASES = [
+    ("missing checks", _drop("checks"), "checks"),
+    ("missing controls", _drop("controls"), "controls"),
+    ("missing paper", _drop("paper"), "paper"),
+    ("seeds mistyped", _set(["scales", "quick", "seeds"], "two"), "scales.quick.seeds"),
+    ("negative seed count", _set(["scales", "smoke", "seeds"], -3), "scales.smoke.seeds"),
+    ("NaN threshold", _set(["checks", 0, "threshold"], math.nan), "checks.0.threshold"),
+    ("infinite threshold", _set(["controls", 0, "threshold"], math.inf), "controls.0.threshold"),
+    ("unknown comparison", _set(["checks", 0, "op"], "=>"), "checks.0.op"),
+    (
+        "unknown scale",
+        _set(["scales", "huge"], {"seeds": 1, "grid": {}, "params": {}}),
+        "scales.huge",
+    ),
+    ("missing scale", lambda m: m["scales"].pop("paper"), "scales.paper"),
+    ("empty grid axis", _set(["scales", "smoke", "grid", "n"], []), "scales.smoke.grid.n"),
+    ("typo in a top-level key", lambda m: m.update(deviation=m.pop("deviations")), "deviation"),
+    ("slug with a path in it", _set(["slug"], "../evil"), "slug"),
+    ("slug not the file name", _set(["slug"], "other_name"), "slug"),
+    ("bad arXiv id", _set(["paper", "arxiv"], "arXiv:1234"), "paper.arxiv"),
+    ("claim too short", _set(["claim"], "true"), "claim"),
+    (
+        "duplicate check name",
+        lambda m: m["controls"].append(copy.deepcopy(m["checks"][0])),
+        "checks",
+    ),
+    ("key statistic missing", _drop("key_statistic"), "key_statistic"),
+]
+
+
+@pytest.fixture
+def claims_dir(toy_project):
+    return toy_project / "workflow" / "claims"
+
+
+@pytest.mark.parametrize("name,mutate,field", MANIFEST_CASES, ids=[c[0] for c in MANIFEST_CASES])
+def test_bad_manifest_names_file_and_field(claims_dir, monkeypatch, name, mutate, field):
+    _use_project(monkeypatch, claims_dir.parents[1])
+    manifest = _manifest()
+    mutate(manifest)
+    path = claims_dir / "toy_mean.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    with pytest.raises(registry.InvalidInput) as err:
+        registry.load_registry(claims_dir)
+    assert err.value.field == field, str(err.value)
+    assert str(path) in str(err.value)
+
+
+def _use_project(monkeypatch, project):
+    monkeypatch.setattr(registry, "SRC_DIR", project / "src")
+    monkeypatch.setattr(registry, "NOTEBOOK_DIR", project / "notebooks")
+
+
+def test_invalid_yaml_is_reported(claims_dir, monkeypatch):
+    _use_project(monkeypatch, claims_dir.parents[1])
+    (claims_dir / "toy_mean.yaml").write_text("slug: [unclosed\n")
+    with pytest.raises(registry.InvalidInput, match="not valid YAML"):
+        registry.load_registry(claims_dir)
+
+
+def test_notebook_without_parameters_cell(claims_dir, monkeypatch):
+    project = claims_dir.parents[1]
+    _use_project(monkeypatch, project)
+    nb_path = project / "notebooks" / "toy_mean.ipynb"
+    nb = json.loads(nb_path.read_text())
+    for cell in nb["cells"]:
+        cell.get("metadata", {}).pop("tags", None)
+    nb_path.write_text(json.dumps(nb))
+    with pytest.raises(registry.InvalidInput) as err:
+        registry.load_registry(claims_dir)
+    assert err.value.field == "cells.parameters" and str(nb_path) in str(err.value)
+
+
+def test_missing_module(claims_dir, monkeypatch):
+    project = claims_dir.parents[1]
+    _use_project(monkeypatch, project)
+    (project / "src/replica/claims/toy_mean.py").unlink()
+    with pytest.raises(registry.InvalidInput, match="no claim module"):
+        registry.load_registry(claims_dir)
+
+
+CONFIG_CASES = [
+    ("unknown scale", {"scale": "huge"}, "scale"),
+    ("typo in a config key", {"scael": "quick"}, "scael"),
+    ("claims not a list", {"claims": "ntk"}, "claims"),
+    ("negative base seed", {"base_seed": -1}, "base_seed"),
+    ("unknown device", {"device": "tpu"}, "device"),
+]
+
+
+@pytest.mark.parametrize("name,config,field", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
+def test_bad_config_names_the_field(name, config, field):
+    with pytest.raises(registry.InvalidInput) as err:
+        registry.load_config(config, source="config")
+    assert err.value.field == field, str(err.value)
+
+
+def test_unknown_claim_lists_the_valid_ones():
+    reg = registry.load_registry()
+    with pytest.raises(registry.InvalidInput) as err:
+        registry.selected_claims({"claims": ["no_such_claim"]}, reg)
+    for slug in reg:
+        assert slug in str(err.value)
+
+
+def test_defaults_fill_a_partial_config():
+    assert registry.load_config({}) == {
+        "scale": "quick",
+        "claims": "all",
+        "device": "auto",
+        "base_seed": 0,
+    }

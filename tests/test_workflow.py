@@ -1,0 +1,116 @@
+"""Snakemake end to end: dry runs, the smoke gallery, re-run behaviour, failure isolation."""
+
+import json
+import re
+import time
+
+import pytest
+
+from conftest import ROOT, add_toy_claim, snakemake
+from replica import registry
+
+pytestmark = pytest.mark.slow
+
+
+def planned_jobs(project, *args):
+    """{rule: count} of what a dry run would execute."""
+    out = snakemake(project, "-n", "--quiet", "rules", *args)
+    assert out.returncode == 0, out.stderr
+    counts = {}
+    for line in out.stdout.splitlines():
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if match and match.group(1) != "total":
+            counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+@pytest.mark.parametrize("scale", registry.SCALES)
+def test_dry_run_every_scale(scale):
+    out = snakemake(ROOT, "-n", "--config", f"scale={scale}")
+    assert out.returncode == 0, out.stderr
+    for slug in registry.load_registry():
+        assert f"results/{scale}/{slug}/verdict.json" in out.stdout
+
+
+def test_bad_config_stops_before_any_job(toy_project):
+    out = snakemake(toy_project, "--config", "scael=quick")
+    assert out.returncode != 0
+    assert "field 'scael'" in out.stderr and "unknown key" in out.stderr
+    assert not (toy_project / "results").exists()
+    out = snakemake(toy_project, "--config", "scale=huge")
+    assert out.returncode != 0 and "field 'scale'" in out.stderr
+
+
+def test_bad_manifest_stops_before_any_job(toy_project):
+    path = toy_project / "workflow/claims/toy_mean.yaml"
+    path.write_text(path.read_text().replace("seeds: 4", "seeds: -4"))
+    out = snakemake(toy_project, "--config", "scale=smoke")
+    assert out.returncode != 0
+    assert "toy_mean.yaml: field 'scales.smoke.seeds'" in out.stderr
+    assert not (toy_project / "results").exists()
+
+
+def test_unknown_claim_target_lists_valid_claims(toy_project):
+    out = snakemake(toy_project, "results/smoke/nope/verdict.json")
+    assert out.returncode != 0
+    assert "unknown claim 'nope'; valid claims: toy_mean" in out.stdout + out.stderr
+    out = snakemake(toy_project, "--config", "claims=[nope]")
+    assert out.returncode != 0 and "valid claims: toy_mean" in out.stderr
+
+
+def test_toy_chain_reruns_only_what_an_edit_touches(toy_project):
+    out = snakemake(toy_project, "--config", "scale=smoke")
+    assert out.returncode == 0, out.stderr
+    verdict = json.loads((toy_project / "results/smoke/toy_mean/verdict.json").read_text())
+    assert verdict["status"] == "replicated"
+    assert planned_jobs(toy_project, "--config", "scale=smoke") == {}
+
+    # Snakemake compares checksums of small inputs, so an edit must change content.
+    time.sleep(1.1)
+    _append(toy_project / "notebooks/toy_mean.ipynb", "\n")
+    assert set(planned_jobs(toy_project, "--config", "scale=smoke")) == {
+        "notebook",
+        "claim_page",
+        "gallery",
+        "check_errors",
+        "all",
+    }
+
+    _append(toy_project / "src/replica/claims/toy_mean.py", "\n# edited\n")
+    jobs = planned_jobs(toy_project, "--config", "scale=smoke")
+    assert jobs["train"] == 3 and jobs["generate"] == 1 and jobs["verdict"] == 1
+
+
+def _append(path, text):
+    path.write_text(path.read_text() + text)
+
+
+def test_one_failing_claim_does_not_take_the_gallery_down(toy_project):
+    add_toy_claim(toy_project, "toy_broken", fail="train")
+    out = snakemake(toy_project, "--config", "scale=smoke")
+    assert out.returncode != 0, "the command must still report the failure"
+    assert "claim toy_broken: ERROR" in out.stderr
+    summary = json.loads((toy_project / "figures/smoke/summary.json").read_text())
+    status = {c["slug"]: c["status"] for c in summary["claims"]}
+    assert status == {"toy_broken": "error", "toy_mean": "replicated"}
+    broken = next(c for c in summary["claims"] if c["slug"] == "toy_broken")
+    assert "deliberate failure" in broken["reason"]
+    index = (toy_project / "figures/smoke/index.html").read_text()
+    assert "toy_broken_logs/" in index
+    log = toy_project / "figures/smoke/claims/toy_broken_logs"
+    assert "deliberate failure" in (log / "train_n-10.log").read_text()
+
+
+def test_smoke_gallery_of_every_claim(smoke_project):
+    """The real claims at smoke scale, end to end (built once per session), no-op re-run."""
+    summary = json.loads((smoke_project / "figures/smoke/summary.json").read_text())
+    slugs = {c["slug"] for c in summary["claims"]}
+    assert slugs == set(registry.load_registry())
+    for claim in summary["claims"]:
+        assert claim["status"] in ("replicated", "partial", "not-replicated"), claim
+        assert claim["notebook_error"] is None, claim
+        assert (smoke_project / "figures/smoke" / claim["page"]).exists()
+        assert claim["runtime_s"] > 0
+    coverage = (smoke_project / "figures/smoke/coverage.html").read_text()
+    assert coverage.count("<tr>") == 121  # header + 120 papers
+    assert planned_jobs(smoke_project, "--config", "scale=smoke") == {}
