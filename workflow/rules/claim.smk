@@ -10,6 +10,8 @@ rule generate:
         f"{RESULTS}/logs/generate.log",
     benchmark:
         f"{RESULTS}/benchmarks/generate.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     params:
         settings=scale_settings,
@@ -28,6 +30,8 @@ rule theory:
         f"{RESULTS}/logs/theory.log",
     benchmark:
         f"{RESULTS}/benchmarks/theory.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     params:
         settings=scale_settings,
@@ -46,6 +50,8 @@ rule train:
         f"{RESULTS}/logs/train/{{point}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train/{{point}}.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         runtime=lambda wc: 600 if wc.scale == "paper" else 30,
@@ -68,6 +74,8 @@ rule measure:
         f"{RESULTS}/logs/measure.log",
     benchmark:
         f"{RESULTS}/benchmarks/measure.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     params:
         settings=scale_settings,
@@ -90,6 +98,8 @@ rule verdict:
         f"{RESULTS}/logs/verdict.log",
     benchmark:
         f"{RESULTS}/benchmarks/verdict.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     params:
         settings=scale_settings,
@@ -116,6 +126,8 @@ rule notebook:
     benchmark:
         f"{RESULTS}/benchmarks/notebook.tsv"
     retries: 2  # a kernel port race under parallel runs; the retry is clean
+    conda:
+        CONDA_ENV
     threads: 1
     shell:
         "{STEP} notebook {wildcards.slug} --scale {wildcards.scale} "

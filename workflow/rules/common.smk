@@ -29,6 +29,8 @@ ENV = (
     f"PYTHONPATH={SRC}${{PYTHONPATH:+:$PYTHONPATH}}; "
 )
 STEP = f"{ENV}{PY} -m replica"
+# Used only with --sdm conda; by default jobs run in the active environment (make gallery).
+CONDA_ENV = "../../envs/replica.yaml"
 
 
 wildcard_constraints:

@@ -15,6 +15,8 @@ rule claim_page:
         logs=directory(f"{GALLERY}/claims/{{slug}}_logs"),
     log:
         f"results/{SCALE}/{{slug}}/logs/page.log",
+    conda:
+        CONDA_ENV
     threads: 1
     shell:
         "{ENV}{PY} -m replica.gallery page {wildcards.slug} --scale {SCALE} "
@@ -26,6 +28,8 @@ rule gallery_assets:
         directory(f"{GALLERY}/assets"),
     log:
         f"results/{SCALE}/logs/gallery_assets.log",
+    conda:
+        CONDA_ENV
     threads: 1
     shell:
         "{ENV}{PY} -m replica.gallery assets --gallery {GALLERY} > {log} 2>&1"
@@ -49,6 +53,8 @@ rule gallery:
         summary=f"{GALLERY}/summary.json",
     log:
         f"results/{SCALE}/logs/gallery.log",
+    conda:
+        CONDA_ENV
     threads: 1
     shell:
         "{ENV}{PY} -m replica.gallery build {CLAIMS} --scale {SCALE} --gallery {GALLERY} "
@@ -61,6 +67,10 @@ rule check_errors:
         f"{GALLERY}/summary.json",
     output:
         touch(f"{GALLERY}/.no-errors"),
+    log:
+        f"results/{SCALE}/logs/check_errors.log",
+    conda:
+        CONDA_ENV
     threads: 1
     shell:
-        "{ENV}{PY} -m replica.gallery check --gallery {GALLERY}"
+        "{ENV}{PY} -m replica.gallery check --gallery {GALLERY} 2>&1 | tee {log}"
