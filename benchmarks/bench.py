@@ -44,7 +44,7 @@ def _snakemake(project: Path, *args: str) -> float:
 
 def workflow_timings(skip_gallery: bool) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="replica-bench-"))
-    for part in ("Snakefile", "workflow", "src", "notebooks"):
+    for part in ("Snakefile", "workflow", "src", "notebooks", "envs"):
         src = ROOT / part
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp / part)
     timings = {"dag_build_s": _snakemake(tmp, "-n", "--cores", "2")}
