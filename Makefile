@@ -36,6 +36,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks notebooks
 	$(VENV)/bin/ruff format --check src tests benchmarks notebooks
 	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
+	$(VENV)/bin/snakemake --lint
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py

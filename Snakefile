@@ -8,6 +8,14 @@ configfile: "workflow/config.yaml"
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    scale="smoke|quick|paper",
+    slug="[a-z0-9_]+",
+    point="[A-Za-z0-9_.+-]+",
+
+
 include: "workflow/rules/claim.smk"
 include: "workflow/rules/gallery.smk"
 

@@ -114,3 +114,9 @@ def test_smoke_gallery_of_every_claim(smoke_project):
     coverage = (smoke_project / "figures/smoke/coverage.html").read_text()
     assert coverage.count("<tr>") == 121  # header + 120 papers
     assert planned_jobs(smoke_project, "--config", "scale=smoke") == {}
+
+
+def test_snakemake_lint_is_clean(toy_project):
+    out = snakemake(toy_project, "--lint")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Congratulations" in out.stdout + out.stderr

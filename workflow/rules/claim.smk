@@ -15,9 +15,10 @@ rule generate:
     threads: 1
     params:
         settings=scale_settings,
+        base_seed=CONFIG["base_seed"],
     shell:
-        "{STEP} generate {wildcards.slug} --scale {wildcards.scale} "
-        "--base-seed {CONFIG[base_seed]} --out {output} > {log} 2>&1"
+        "python -m replica generate {wildcards.slug} --scale {wildcards.scale} "
+        "--base-seed {params.base_seed} --out {output} > {log} 2>&1"
 
 
 rule theory:
@@ -35,9 +36,10 @@ rule theory:
     threads: 1
     params:
         settings=scale_settings,
+        base_seed=CONFIG["base_seed"],
     shell:
-        "{STEP} theory {wildcards.slug} --scale {wildcards.scale} "
-        "--base-seed {CONFIG[base_seed]} --data {input.data} --out {output} > {log} 2>&1"
+        "python -m replica theory {wildcards.slug} --scale {wildcards.scale} "
+        "--base-seed {params.base_seed} --data {input.data} --out {output} > {log} 2>&1"
 
 
 rule train:
@@ -57,9 +59,11 @@ rule train:
         runtime=lambda wc: 600 if wc.scale == "paper" else 30,
     params:
         settings=scale_settings,
+        base_seed=CONFIG["base_seed"],
+        device=CONFIG["device"],
     shell:
-        "{STEP} train {wildcards.slug} --scale {wildcards.scale} --point {wildcards.point} "
-        "--base-seed {CONFIG[base_seed]} --device {CONFIG[device]} "
+        "python -m replica train {wildcards.slug} --scale {wildcards.scale} "
+        "--point {wildcards.point} --base-seed {params.base_seed} --device {params.device} "
         "--data {input.data} --out {output} > {log} 2>&1"
 
 
@@ -79,9 +83,10 @@ rule measure:
     threads: 1
     params:
         settings=scale_settings,
+        base_seed=CONFIG["base_seed"],
     shell:
-        "{STEP} measure {wildcards.slug} --scale {wildcards.scale} "
-        "--base-seed {CONFIG[base_seed]} --data {input.data} --runs {input.runs} "
+        "python -m replica measure {wildcards.slug} --scale {wildcards.scale} "
+        "--base-seed {params.base_seed} --data {input.data} --runs {input.runs} "
         "--out {output} > {log} 2>&1"
 
 
@@ -103,10 +108,11 @@ rule verdict:
     threads: 1
     params:
         settings=scale_settings,
+        base_seed=CONFIG["base_seed"],
         checks=verdict_settings,
     shell:
-        "{STEP} verdict {wildcards.slug} --scale {wildcards.scale} "
-        "--base-seed {CONFIG[base_seed]} --metrics {input.metrics} --theory {input.theory} "
+        "python -m replica verdict {wildcards.slug} --scale {wildcards.scale} "
+        "--base-seed {params.base_seed} --metrics {input.metrics} --theory {input.theory} "
         "--out {output.verdict} --provenance {output.provenance} > {log} 2>&1"
 
 
@@ -130,6 +136,6 @@ rule notebook:
         CONDA_ENV
     threads: 1
     shell:
-        "{STEP} notebook {wildcards.slug} --scale {wildcards.scale} "
+        "python -m replica notebook {wildcards.slug} --scale {wildcards.scale} "
         "--verdict {input.verdict} --out {output.notebook} --figure {output.figure} "
         "> {log} 2>&1"

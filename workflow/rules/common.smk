@@ -22,21 +22,19 @@ SCALE = CONFIG["scale"]
 # The quick gallery is the default one; other scales get their own folder.
 GALLERY = "figures" if SCALE == "quick" else f"figures/{SCALE}"
 RESULTS = "results/{scale}/{slug}"
-PY = sys.executable
-# One BLAS thread per job; jobs run side by side instead (see DESIGN.md).
-ENV = (
-    "export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "
-    f"PYTHONPATH={SRC}${{PYTHONPATH:+:$PYTHONPATH}}; "
+# Every job: bash strict mode, one BLAS thread (jobs run side by side instead, see
+# DESIGN.md), this checkout's src/ first on the path, and `python` = the interpreter running
+# Snakemake (the project's venv, activated or not) unless jobs deploy conda environments.
+# Braces are doubled because Snakemake formats the prefix.
+USE_CONDA = "CONDA" in {m.name for m in workflow.deployment_settings.deployment_method}
+shell.prefix(
+    "set -euo pipefail; "
+    "export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1; "
+    f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    + ("" if USE_CONDA else f"export PATH={Path(sys.executable).parent}:$PATH; ")
 )
-STEP = f"{ENV}{PY} -m replica"
 # Used only with --sdm conda; by default jobs run in the active environment (make gallery).
 CONDA_ENV = "../../envs/replica.yaml"
-
-
-wildcard_constraints:
-    scale="smoke|quick|paper",
-    slug="[a-z0-9_]+",
-    point="[A-Za-z0-9_.+-]+",
 
 
 def manifest(wildcards):
@@ -78,5 +76,5 @@ def notebook_source(wildcards):
 
 
 def code(*names):
-    """Library files a rule runs: editing them re-runs that rule (and only the rules after it)."""
+    """Library files a step runs; editing them re-runs that step and the steps after it."""
     return [str(SRC / "replica" / name) for name in names]

@@ -18,9 +18,12 @@ rule claim_page:
     conda:
         CONDA_ENV
     threads: 1
+    params:
+        scale=SCALE,
+        gallery=lambda wildcards, output: Path(output.page).parent.parent,
     shell:
-        "{ENV}{PY} -m replica.gallery page {wildcards.slug} --scale {SCALE} "
-        "--gallery {GALLERY} > {log} 2>&1"
+        "python -m replica.gallery page {wildcards.slug} --scale {params.scale} "
+        "--gallery {params.gallery} > {log} 2>&1"
 
 
 rule gallery_assets:
@@ -31,8 +34,10 @@ rule gallery_assets:
     conda:
         CONDA_ENV
     threads: 1
+    params:
+        gallery=lambda wildcards, output: Path(output[0]).parent,
     shell:
-        "{ENV}{PY} -m replica.gallery assets --gallery {GALLERY} > {log} 2>&1"
+        "python -m replica.gallery assets --gallery {params.gallery} > {log} 2>&1"
 
 
 rule gallery:
@@ -56,8 +61,13 @@ rule gallery:
     conda:
         CONDA_ENV
     threads: 1
+    params:
+        scale=SCALE,
+        gallery=lambda wildcards, output: Path(output.index).parent,
+        claims=CLAIMS,
     shell:
-        "{ENV}{PY} -m replica.gallery build {CLAIMS} --scale {SCALE} --gallery {GALLERY} "
+        "python -m replica.gallery build {params.claims} --scale {params.scale} "
+        "--gallery {params.gallery} "
         "> {log} 2>&1"
 
 
@@ -72,5 +82,7 @@ rule check_errors:
     conda:
         CONDA_ENV
     threads: 1
+    params:
+        gallery=lambda wildcards, output: Path(output[0]).parent,
     shell:
-        "{ENV}{PY} -m replica.gallery check --gallery {GALLERY} 2>&1 | tee {log}"
+        "python -m replica.gallery check --gallery {params.gallery} 2>&1 | tee {log}"
