@@ -59,7 +59,7 @@ def claim_runtimes(results: Path) -> dict[str, float]:
     return runtimes
 
 
-def claim_entry(manifest: registry.Manifest, results: Path, gallery: Path) -> dict:
+def claim_entry(manifest: registry.Manifest, results: Path) -> dict:
     verdict = runtime.read_json(results / "verdict.json")
     executed = runtime.read_json(results / "notebook.ipynb")
     runtimes = claim_runtimes(results)
@@ -112,7 +112,7 @@ def coverage_rows(entries: dict[str, dict]) -> list[dict]:
 
 def build(scale: str, gallery: Path, results_root: Path, slugs: list[str]) -> list[dict]:
     reg = registry.load_registry()
-    entries = {s: claim_entry(reg[s], results_root / scale / s, gallery) for s in slugs}
+    entries = {s: claim_entry(reg[s], results_root / scale / s) for s in slugs}
     ordered = [entries[s] for s in slugs]
     env = _environment()
     context = {
@@ -182,10 +182,11 @@ def claim_page(slug: str, scale: str, gallery: Path, results_root: Path) -> None
     logs_dir = claims / f"{slug}_logs"
     if logs_dir.exists():
         shutil.rmtree(logs_dir)
+    logs_dir.mkdir()
     logs = {}
     for log in sorted((results / "logs").rglob("*.log")):
         name = "_".join(log.relative_to(results / "logs").with_suffix("").parts)
-        shutil.copy(log, logs_dir.mkdir(exist_ok=True) or logs_dir / f"{name}.log")
+        shutil.copy(log, logs_dir / f"{name}.log")
         logs[f"log: {name}"] = f"{slug}_logs/{name}.log"
     export_html(
         results / "notebook.ipynb",

@@ -45,7 +45,7 @@ def execute(slug: str, scale: str, results_dir, out, figure) -> None:
     """
     import papermill
 
-    manifest = registry.require_claim(slug, registry.load_registry())
+    manifest = registry.load_manifest(registry.CLAIMS_DIR / f"{slug}.yaml")
     out, figure = Path(out), Path(figure)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.unlink(missing_ok=True)
