@@ -5,7 +5,6 @@ gradients against autograd, the measurements on hand-made inputs, and a smoke ch
 import numpy as np
 import pytest
 import torch
-from scipy.optimize import minimize
 
 from replica.claims import early_learning_elr as elr
 from replica.steps import run_chain
@@ -35,33 +34,6 @@ def test_mixture_flips_exactly_delta_n_labels():
     x, y, y_noisy, flipped = elr.mixture(50, 4, 0.1, 0.4, seed=3)
     assert flipped.sum() == 20
     assert np.all((y_noisy != y) == flipped)
-
-
-def test_svm_direction_matches_slsqp():
-    rng = np.random.default_rng(2)
-    x = rng.normal(size=(12, 20))  # d > n: separable for any labels
-    y = rng.choice([-1.0, 1.0], size=12)
-    w = elr.svm_direction(x, y)
-    res = minimize(
-        lambda u: 0.5 * u @ u,
-        np.zeros(20),
-        jac=lambda u: u,
-        constraints={"type": "ineq", "fun": lambda u: y * (x @ u) - 1},
-        method="SLSQP",
-        options={"ftol": 1e-12, "maxiter": 500},
-    )
-    assert np.allclose(w, res.x, atol=1e-5)
-    assert np.min(y * (x @ w)) > 1 - 1e-8
-
-
-def test_lp_margin_tells_separable_from_not():
-    rng = np.random.default_rng(4)
-    x = rng.normal(size=(10, 15))
-    assert elr.lp_margin(x, rng.choice([-1.0, 1.0], size=10)) > 0
-    # the same point with both labels can never be separated
-    x2 = np.vstack([x[:3], x[:3]])
-    y2 = np.array([1.0, 1.0, 1.0, -1.0, -1.0, -1.0])
-    assert elr.lp_margin(x2, y2) <= 1e-9
 
 
 def simulate_one_free_logit(lam: float, steps: int = 4000) -> float:

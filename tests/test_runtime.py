@@ -25,3 +25,13 @@ def test_require_finite_names_every_bad_array():
         runtime.require_finite(bad, "train x")
     with pytest.raises(runtime.NonFiniteResult, match="grad"):
         runtime.require_finite(bad, "train x")
+
+
+def test_log_spaced_steps_are_distinct_integers_covering_the_run():
+    np.testing.assert_array_equal(runtime.log_spaced_steps(100, 5), [1, 3, 10, 32, 100])
+    np.testing.assert_array_equal(
+        runtime.log_spaced_steps(100, 5, with_zero=True), [0, 1, 3, 10, 32, 100]
+    )
+    # more points than steps: rounding merges duplicates, every step is kept once
+    np.testing.assert_array_equal(runtime.log_spaced_steps(6, 50), np.arange(1, 7))
+    assert runtime.log_spaced_steps(1, 10).tolist() == [1]

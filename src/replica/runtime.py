@@ -52,6 +52,16 @@ def seed_list(n_seeds: int, base_seed: int = 0) -> list[int]:
 
 
 # ---------------------------------------------------------------- atomic file writes
+def log_spaced_steps(last: int, count: int, *, with_zero: bool = False) -> np.ndarray:
+    """Distinct integer steps log-spaced over 1..last (plus step 0 if asked), for recording.
+
+    Feature-learning and optimisation dynamics change on a log time scale, so a log grid of
+    `count` points sees every phase; rounding merges the early duplicates.
+    """
+    steps = np.unique(np.geomspace(1, last, count).round().astype(int))
+    return np.concatenate([[0], steps]) if with_zero else steps
+
+
 def _atomic_write(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

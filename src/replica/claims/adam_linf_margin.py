@@ -30,9 +30,8 @@ every few dozen steps (rescaling the moments by exp(c_new - c_old) and its squar
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linprog, nnls
 
-from replica import runtime
+from replica import margins, runtime
 from replica.verdicts import mean_ci
 
 BETA1, BETA2 = 0.9, 0.99
@@ -76,34 +75,14 @@ def generate(params: dict, seeds: list[int]) -> dict[str, np.ndarray]:
 
 # --------------------------------------------------------------------------- theory
 def linf_max_margin(z: np.ndarray, perturb: np.ndarray | None = None):
-    """LP: max gamma s.t. z_i . w >= gamma, |w_j| <= 1 (z_i = y_i x_i). Returns (gamma, w)."""
-    n, d = z.shape
-    cost = np.zeros(d + 1)
-    cost[-1] = -1.0
-    if perturb is not None:  # tiny tilt of the objective probes whether the optimum is a face
-        cost[:d] += perturb
-    a_ub = np.hstack([-z, np.ones((n, 1))])
-    bounds = [(-1.0, 1.0)] * d + [(None, None)]
-    res = linprog(cost, A_ub=a_ub, b_ub=np.zeros(n), bounds=bounds, method="highs")
-    if res.status != 0:
-        raise RuntimeError(f"LP failed: {res.message}")
-    w = res.x[:d]
+    """The l-inf max-margin LP (|w_j| <= 1). Returns (normalised margin of its w, w)."""
+    _, w = margins.linf_max_margin(z, tilt=perturb)
     return float(np.min(z @ w) / np.max(np.abs(w))), w
 
 
 def l2_max_margin(z: np.ndarray):
-    """Hard-margin SVM min ||w|| s.t. z w >= 1, solved exactly as least-distance programming.
-
-    Lawson & Hanson (1974, ch. 23): with E = [z^T; 1^T], f = e_{d+1}, NNLS gives u >= 0 and
-    residual r = E u - f; then w = -r[:d] / r[d]. Returns (gamma_2*, unit w_2*).
-    """
-    n, d = z.shape
-    e = np.vstack([z.T, np.ones((1, n))])
-    f = np.zeros(d + 1)
-    f[-1] = 1.0
-    u, _ = nnls(e, f, maxiter=50 * n)
-    r = e @ u - f
-    w = -r[:d] / r[d]
+    """Hard-margin SVM. Returns (gamma_2*, unit w_2*)."""
+    w = margins.hard_margin_svm(z)
     return float(1.0 / np.linalg.norm(w)), w / np.linalg.norm(w)
 
 
@@ -158,10 +137,6 @@ def theory(data: dict[str, np.ndarray], params: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------- train
-def checkpoints(total_steps: int, count: int) -> np.ndarray:
-    return np.unique(np.round(np.logspace(0, np.log10(total_steps), count)).astype(int))
-
-
 def _logscale_grad(z: np.ndarray, w: np.ndarray, ref: np.ndarray, tail: bool) -> np.ndarray:
     """g' = sum_i sigmoid(-z_i.w) z_i / exp(-ref), i.e. -n grad L(w) in units of exp(-ref).
 
@@ -169,10 +144,10 @@ def _logscale_grad(z: np.ndarray, w: np.ndarray, ref: np.ndarray, tail: bool) ->
     1 + e^-m == 1 in float64 and the division is skipped (exact, and 3 ops cheaper).
     Shapes: z (S, n, d), w (S, d, 1), ref (S, 1, 1) -> (S, 1, d).
     """
-    margins = z @ w  # (S, n, 1)
-    weights = np.exp(ref - margins)
+    sample_margins = z @ w  # (S, n, 1)
+    weights = np.exp(ref - sample_margins)
     if not tail:
-        weights /= 1.0 + np.exp(-margins)
+        weights /= 1.0 + np.exp(-sample_margins)
     return weights.transpose(0, 2, 1) @ z
 
 
@@ -182,7 +157,7 @@ def _run(data, optimizer: str, params: dict):
     n_seeds, n, d = z.shape
     total = int(params["steps"])
     eta = (params["lr0"] * (np.arange(total) + 2.0) ** -params["lr_decay"]).tolist()
-    marks = checkpoints(total, params["n_checkpoints"])
+    marks = runtime.log_spaced_steps(total, params["n_checkpoints"])
     eps = {"adam_eps0": 0.0, "adam_eps1e-8": 1e-8, "ngd": None}[optimizer]
     # Adam step -eta m/(sqrt(v)+eps) in rescaled units m'' = -m n/((1-b1) s),
     # v'' = v n^2/((1-b2) s^2), with s = exp(-ref):
@@ -235,8 +210,12 @@ def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str
 # -------------------------------------------------------------------------- measure
 def log_loss(z: np.ndarray, w: np.ndarray) -> np.ndarray:
     """log of the mean logistic loss, stable for margins in the hundreds. w: (S, K, d)."""
-    margins = np.einsum("snd,skd->skn", z, w)
-    log_terms = np.where(margins > 30, -margins, np.log(np.log1p(np.exp(-np.minimum(margins, 30)))))
+    sample_margins = np.einsum("snd,skd->skn", z, w)
+    log_terms = np.where(
+        sample_margins > 30,
+        -sample_margins,
+        np.log(np.log1p(np.exp(-np.minimum(sample_margins, 30)))),
+    )
     top = log_terms.max(axis=-1, keepdims=True)
     return top[..., 0] + np.log(np.mean(np.exp(log_terms - top), axis=-1))
 

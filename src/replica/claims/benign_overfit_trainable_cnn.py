@@ -55,6 +55,7 @@ ARMS = {  # name: (activation, which output-init scale)
 }
 RELU_ARMS = ("relu_large", "relu_small")
 KOU_SLOPE, RIVAL_SLOPE = 0.25, 0.5
+RECORDED_STEPS = 30  # log-spaced steps at which the dynamics are kept
 
 
 # ----------------------------------------------------------------------------- data
@@ -148,10 +149,6 @@ def theory(data: dict[str, np.ndarray], params: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- training
-def checkpoints(steps: int, num: int = 30) -> np.ndarray:
-    return np.unique(np.concatenate([[0], np.geomspace(1, steps, num).round().astype(int)]))
-
-
 def batch_for_mu(data: dict, d: int, mus: np.ndarray, device):
     """Seeds x mu values on one leading axis (seed-major): train/test inputs, labels, w0."""
     x = data[f"x__d{d}"]  # (seeds, n, 2, k), signal patch for ||mu|| = 1
@@ -190,7 +187,7 @@ def train_arm(batch: dict, act_name: str, v0: float, lr: torch.Tensor, steps: in
     act = sn.activation(act_name)
     w = batch["w0"].clone().requires_grad_()
     v = torch.full(w.shape[:3], v0, dtype=w.dtype, device=w.device, requires_grad=True)
-    keep = set(checkpoints(steps).tolist())
+    keep = set(runtime.log_spaced_steps(steps, RECORDED_STEPS, with_zero=True).tolist())
     norms, outs, losses = [], [], []
     tick = runtime.Progress(steps, f"train {label}")
     for step in range(steps + 1):
@@ -234,7 +231,10 @@ def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str
     mus = np.asarray(data["mu_grid"])
     batch = batch_for_mu(data, d, mus, device)
     lr = step_sizes(params, d, mus, len(seeds), device)
-    out = {"checkpoints": checkpoints(params["steps"]), "mu_grid": mus}
+    out = {
+        "checkpoints": runtime.log_spaced_steps(params["steps"], RECORDED_STEPS, with_zero=True),
+        "mu_grid": mus,
+    }
     for arm in params["arms"]:
         act, scale = ARMS[arm]
         res = train_arm(batch, act, params[scale], lr, params["steps"], f"{arm} d={d}")

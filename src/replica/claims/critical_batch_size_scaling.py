@@ -122,7 +122,7 @@ def critical_batch_sizes(curves: dict[int, np.ndarray], data_sizes) -> tuple[lis
 def curve_steps(batch: int, params: dict) -> np.ndarray:
     """Log-spaced steps at which risk curves are kept for the figure and the curve comparison."""
     n_steps = steps_for(batch, params)
-    return np.unique(np.geomspace(1, n_steps, params["n_curve_points"]).round().astype(int))
+    return runtime.log_spaced_steps(n_steps, params["n_curve_points"])
 
 
 def theory_table(params: dict, model_size: int) -> dict:

@@ -46,10 +46,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.optimize import linprog, nnls
 from scipy.special import ndtr
 
-from replica import runtime
+from replica import margins, runtime
 from replica.verdicts import mean_ci
 
 CLAMP = 1e-4  # the authors' clamp of the predicted probabilities inside ELR
@@ -105,33 +104,13 @@ def fraction_true_on_flipped(theta, x, y, flipped) -> np.ndarray:
 
 
 def lp_margin(x: np.ndarray, y_noisy: np.ndarray) -> float:
-    """max gamma s.t. ~y_i x_i . w >= gamma, |w_j| <= 1, gamma <= 1 (HiGHS LP).
-
-    gamma* > 0 iff the noisy labels are linearly separable (through the origin)."""
-    n, d = x.shape
-    z = y_noisy[:, None] * x
-    cost = np.zeros(d + 1)
-    cost[-1] = -1.0  # maximise gamma
-    a_ub = np.hstack([-z, np.ones((n, 1))])  # gamma - z_i.w <= 0
-    bounds = [(-1.0, 1.0)] * d + [(None, 1.0)]
-    res = linprog(cost, A_ub=a_ub, b_ub=np.zeros(n), bounds=bounds, method="highs")
-    if res.status != 0:
-        raise RuntimeError(f"separability LP failed: {res.message}")
-    return float(res.x[-1])
+    """l-inf max margin of the noisy labels, capped at 1: > 0 iff they are separable."""
+    return margins.linf_max_margin(y_noisy[:, None] * x, gamma_max=1.0)[0]
 
 
 def svm_direction(x: np.ndarray, y_noisy: np.ndarray) -> np.ndarray:
-    """Hard-margin SVM min ||w|| s.t. ~y_i x_i.w >= 1, as least-distance programming.
-
-    Lawson & Hanson (1974, ch. 23): with E = [Z^T; 1^T] and f = e_{d+1}, NNLS gives u >= 0
-    with residual r = E u - f, and w = -r[:d] / r[d]. Only valid for separable data."""
-    n, d = x.shape
-    e = np.vstack([(y_noisy[:, None] * x).T, np.ones((1, n))])
-    f = np.zeros(d + 1)
-    f[-1] = 1.0
-    u, _ = nnls(e, f, maxiter=50 * n)
-    r = e @ u - f
-    return -r[:d] / r[d]
+    """Hard-margin SVM direction of the noisy labels (the limit of GD on separable data)."""
+    return margins.hard_margin_svm(y_noisy[:, None] * x)
 
 
 def elr_drift(p, lam: float):
@@ -177,11 +156,6 @@ def theory(data: dict[str, np.ndarray], params: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- training
-def checkpoints(steps: int, count: int) -> np.ndarray:
-    """Log-spaced steps 1..steps (phase changes happen on a log time scale)."""
-    return np.unique(np.geomspace(1, steps, count).round().astype(int))
-
-
 def elr_logit_grad(p: torch.Tensor, target: torch.Tensor, lam: float) -> torch.Tensor:
     """d/dz of lam * log(1 - <p, t>) with p = (sigmoid z, 1 - sigmoid z) clamped as in the
     authors' code (no gradient where the clamp is active) and t held fixed."""
@@ -223,7 +197,7 @@ def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str
     lam = {"gd": 0.0, "lowdim": 0.0, "elr": params["lam"], "elr_weak": params["lam_weak"]}[arm]
     x = torch.as_tensor(data[f"{shape}_x"], dtype=torch.float64, device=device)
     y_noisy = torch.as_tensor(data[f"{shape}_y_noisy"], dtype=torch.float64, device=device)
-    keep = checkpoints(params["steps"], params["n_checkpoints"])
+    keep = runtime.log_spaced_steps(params["steps"], params["n_checkpoints"])
     thetas = run_gd(x, y_noisy, params["lr"], params["steps"], keep, lam, params["beta"], arm)
     return {"theta": thetas.cpu().numpy(), "steps": keep}
 

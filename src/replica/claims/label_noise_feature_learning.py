@@ -121,11 +121,6 @@ def benign_indicator(n: int, dim: int, nsnr2: float, sigma: float) -> float:
     return float(n * mu**4 / (sigma**4 * dim))
 
 
-def checkpoints(steps: int, count: int) -> np.ndarray:
-    """Step 0 and `count` log-spaced steps up to `steps` (stage changes happen early)."""
-    return np.unique(np.concatenate([[0], np.geomspace(1, steps, count).round().astype(int)]))
-
-
 def theory(data: dict[str, np.ndarray], params: dict) -> dict:
     tau_hat = flip_fraction(data[f"flipped__d{params['dim']}"])
     n, sigma = params["n_train"], params["sigma"]
@@ -142,7 +137,9 @@ def theory(data: dict[str, np.ndarray], params: dict) -> dict:
             ]
             for arm in ARMS
         },
-        "checkpoints": checkpoints(params["steps"], params["n_checkpoints"]),
+        "checkpoints": runtime.log_spaced_steps(
+            params["steps"], params["n_checkpoints"], with_zero=True
+        ),
     }
 
 
@@ -234,7 +231,7 @@ def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str
     cfg = arm_config(arm, params)
     dim, n, sigma = cfg["dim"], params["n_train"], params["sigma"]
     arrays = prepare(data, params, seeds, dim, cfg["flip"], device)
-    keep = checkpoints(params["steps"], params["n_checkpoints"])
+    keep = runtime.log_spaced_steps(params["steps"], params["n_checkpoints"], with_zero=True)
     out = {"nsnr2": np.asarray(cfg["nsnr2"], dtype=float), "checkpoints": keep}
     for k, nsnr2 in enumerate(cfg["nsnr2"]):
         norm = sn.signal_norm_for(nsnr2, n, sigma, dim)

@@ -43,6 +43,7 @@ from replica.verdicts import mean_ci
 
 ARMS = ("single", "multi", "multi_weak")  # multi_weak: partner with SNR~ = SNR (control)
 BALANCE = 4.0  # rate ratio 1 at n SNR1 SNR2 = 4 (see module docstring)
+RECORDED_STEPS = 30  # log-spaced steps at which the dynamics are kept
 
 
 # ----------------------------------------------------------------------------- data
@@ -173,10 +174,6 @@ def init_pair(seeds, k: int, params: dict, device):
     return out
 
 
-def checkpoints(steps: int, count: int = 30) -> np.ndarray:
-    return np.unique(np.geomspace(1, steps, count).round().astype(int))
-
-
 def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str, np.ndarray]:
     """One arm, every seed x SNR value as one batch of B = S*K independent models."""
     arm = point["arm"]
@@ -193,7 +190,7 @@ def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str
     w1.requires_grad_(True)
     w2.requires_grad_(arm != "single")
     gen = torch.Generator().manual_seed(int(seeds[0]) * 7 + 11)
-    keep = set(checkpoints(params["steps"]).tolist())
+    keep = set(runtime.log_spaced_steps(params["steps"], RECORDED_STEPS).tolist())
     hist_signal, hist_noise, hist_loss = [], [], []
     tick = runtime.Progress(params["steps"], f"train {arm}")
     for step in range(1, params["steps"] + 1):

@@ -164,10 +164,6 @@ def step_sizes(kind: str, t: int, hint_err_sum: np.ndarray, params: dict, rounds
     return np.full_like(hint_err_sum, diam / (params["grad_bound"] * np.sqrt(rounds)))
 
 
-def checkpoints(rounds: int, count: int) -> np.ndarray:
-    return np.unique(np.round(np.geomspace(1, rounds, count)).astype(int))
-
-
 def run_learners(kinds, curv, theta0, cfg: dict, seeds, params: dict, case: str) -> dict:
     """Play all learners on the same loss sequences (batched: learner, seed, configuration).
 
@@ -179,7 +175,7 @@ def run_learners(kinds, curv, theta0, cfg: dict, seeds, params: dict, case: str)
     adv = np.asarray(cfg["adv"], float)[None, :, None]
     active = np.asarray(cfg["active"])[None, :, None]
     rngs = [np.random.default_rng([int(s), CASES.index(case)]) for s in seeds]
-    marks = set(checkpoints(rounds, params["n_checkpoints"]).tolist())
+    marks = set(runtime.log_spaced_steps(rounds, params["n_checkpoints"]).tolist())
     x_hat = np.zeros((n_l, n_s, n_c, dim))
     hint = np.zeros_like(x_hat)  # M_1 = 0
     err_sum = np.zeros((n_l, n_s, n_c, 1))
@@ -224,7 +220,7 @@ def run_learners(kinds, curv, theta0, cfg: dict, seeds, params: dict, case: str)
         "sum_theta": np.stack(saved["theta"], axis=-2),  # (S, C, K, d)
         "sum_xi": np.stack(saved["xi"], axis=-2),
         "sum_quad": np.stack(saved["quad"], axis=-1),  # (S, C, K)
-        "steps": checkpoints(rounds, params["n_checkpoints"]),
+        "steps": runtime.log_spaced_steps(rounds, params["n_checkpoints"]),
     }
 
 

@@ -158,12 +158,6 @@ def init_weights(seeds, params: dict, device) -> dict:
     return {k: torch.stack(v).to(device).requires_grad_() for k, v in out.items()}
 
 
-def checkpoints(steps: int, count: int) -> np.ndarray:
-    """0, then log-spaced up to `steps` (the stages happen in the first tens of steps)."""
-    marks = np.unique(np.round(np.geomspace(1, steps, count)).astype(int))
-    return np.concatenate([[0], marks])
-
-
 class Optimizer:
     """SignGD, Adam (bias-corrected, tiny eps) or GD, elementwise on batched weights."""
 
@@ -227,7 +221,7 @@ def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str
     weights = init_weights(seeds, params, device)
     init = {k: w.detach().clone() for k, w in weights.items()}
     steps = int(params["steps"][kind])
-    marks = set(checkpoints(steps, params["n_checkpoints"]).tolist())
+    marks = set(runtime.log_spaced_steps(steps, params["n_checkpoints"], with_zero=True).tolist())
     opt = Optimizer(kind, params["lr"][kind], eps=params["adam_eps"])
     tick = runtime.Progress(steps, f"train {kind}")
     y = tensors["train_label"]
@@ -244,7 +238,7 @@ def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str
         tick(step, loss=float(loss.detach().mean()))
     out = {key: torch.stack([s[key] for s in saved], dim=1) for key in saved[0]}
     out = {key: value.cpu().numpy() for key, value in out.items()}
-    out["steps"] = checkpoints(steps, params["n_checkpoints"])
+    out["steps"] = runtime.log_spaced_steps(steps, params["n_checkpoints"], with_zero=True)
     return out
 
 

@@ -94,10 +94,6 @@ def ou_stationary(lr: float, batch: int, d: int, sigma: float) -> float:
     return d * lr * sigma**2 / (batch * (2 - lr * (1 + (d + 1) / batch)))
 
 
-def checkpoints(steps: int, count: int) -> np.ndarray:
-    return np.unique(np.geomspace(1, steps, count).round().astype(int))
-
-
 def decade_growth_ratio(t: np.ndarray, dist: np.ndarray) -> np.ndarray:
     """(d(T) - d(T/10)) / (d(T/10) - d(T/100)), d interpolated in log t; 1 for a + b log t,
     ~0 for a saturating curve, 10^p for t^p. dist (..., len(t))."""
@@ -114,7 +110,7 @@ def theory(data: dict[str, np.ndarray], params: dict) -> dict:
     n, bs, bl = params["n_train"], params["batch_small"], params["batch_large"]
     steps_sb = params["epochs"] * (n // bs)
     q = params["quadratic"]
-    t = checkpoints(steps_sb, params["n_checkpoints"])
+    t = runtime.log_spaced_steps(steps_sb, params["n_checkpoints"])
     ou = np.sqrt(ou_second_moment(steps_sb, q["lr"], bs, q["d"], q["sigma"]))[t]
     return {
         "lr_ratio_sqrt": float(np.sqrt(bl / bs)),
@@ -215,7 +211,7 @@ def train_network(data, arm: str, params: dict, seeds: list[int], device) -> dic
     }
     steps_per_epoch = n // cfg["batch"]
     total = steps_per_epoch * cfg["epochs"]
-    keep = checkpoints(total, params["n_checkpoints"])
+    keep = runtime.log_spaced_steps(total, params["n_checkpoints"])
     keep_set, dist = set(int(k) for k in keep), []
     gens = [torch.Generator().manual_seed(int(seed) * 13 + 5) for seed in seeds]
     tick = runtime.Progress(cfg["epochs"], f"train {arm}")
@@ -259,7 +255,7 @@ def train_quadratic(params: dict, seeds: list[int], device) -> dict:
     started at w* (so only gradient noise moves it). Records ||w_t - w_0|| per seed."""
     q, bs = params["quadratic"], params["batch_small"]
     total = params["epochs"] * (params["n_train"] // bs)
-    keep = checkpoints(total, params["n_checkpoints"])
+    keep = runtime.log_spaced_steps(total, params["n_checkpoints"])
     keep_set, dist = set(int(k) for k in keep), []
     gen = torch.Generator().manual_seed(int(seeds[0]) * 101 + len(seeds))
     s, d = len(seeds), q["d"]
