@@ -2,6 +2,8 @@
 
 import inspect
 import json
+import math
+import re
 
 import pytest
 
@@ -69,3 +71,62 @@ def test_module_sources_track_shared_imports(slug):
     sources = registry.module_sources(slug)
     assert sources[0].name.endswith(".py")
     assert REGISTRY[slug].module_path in sources
+
+
+STATUS_WORDS = re.compile(r"(?<![\\\w-])(replicated|not-replicated|inconclusive|partial)\b", re.I)
+NUMBER = re.compile(r"(?<![\w.])-?\d+\.\d+|\d+(?:\.\d+)?\s?%")
+SEED_COUNT = re.compile(r"\b\d+\s+of\s+\d+\s+(?:seeds|runs)\b", re.I)
+
+
+def _manifest_numbers(m) -> set[float]:
+    """Every number a manifest states (settings, thresholds, text): pre-registered, not results."""
+    text = m.path.read_text()
+    return {float(x) for x in re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", text)}
+
+
+def _markdown(slug) -> list[str]:
+    nb = json.loads(REGISTRY[slug].notebook_path.read_text())
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"]
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_one_primary_check_and_every_control_an_ablation(slug):
+    data = REGISTRY[slug].data
+    assert sum(bool(c.get("primary")) for c in data["checks"]) == 1
+    assert data["controls"], "at least one ablation per claim"
+    for control in data["controls"]:
+        assert control["kind"] == "ablation"
+        assert len(control["how_it_could_fail"].split()) >= 5, control["name"]
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_every_gate_is_declared_and_complete(slug):
+    data = REGISTRY[slug].data
+    for row in data["checks"] + data["controls"] + data.get("preconditions", []):
+        gate = row.get("gate", "interval")
+        if gate == "band":
+            assert "band" in row or "relative_to" in row, row["name"]
+        else:
+            assert row["op"] in (">", ">=", "<", "<=") and math.isfinite(row["threshold"])
+        if gate == "mean":
+            assert row["gate_reason"].strip(), row["name"]
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_notebook_markdown_types_no_result(slug):
+    """Narrative from data: no verdict word and no result number typed in a markdown cell."""
+    allowed = _manifest_numbers(REGISTRY[slug])
+    for text in _markdown(slug):
+        assert not STATUS_WORDS.search(text), STATUS_WORDS.search(text).group(0)
+        assert not SEED_COUNT.search(text), SEED_COUNT.search(text).group(0)
+        assert "what we found" not in text.lower(), "generate it: report.show_findings"
+        for token in NUMBER.findall(text):
+            value = float(token.rstrip("% ").strip())
+            as_fraction = value / 100 if token.endswith("%") else value
+            assert value in allowed or as_fraction in allowed, f"{token!r} is typed in markdown but not in the manifest"
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_notebook_shows_the_generated_findings(slug):
+    text = REGISTRY[slug].notebook_path.read_text()
+    assert "show_findings(" in text and "show_verdict(" in text

@@ -19,7 +19,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from replica import registry, runtime
 from replica.notebooks import mathjax_dir
-from replica.report import BADGE_COLORS
+from replica.report import BADGE_COLORS, counts_text, gate_text, interval_text
 from replica.runtime import TRAIN_SECONDS_KEY
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -90,6 +90,12 @@ def claim_entry(manifest: registry.Manifest, results: Path) -> dict:
         "key": verdict["key"],
         "checks": verdict["checks"],
         "controls": verdict["controls"],
+        "preconditions": verdict.get("preconditions", []),
+        "primary": verdict.get("primary"),
+        "primary_text": primary_text(verdict),
+        "counts": verdict.get("counts", {}),
+        "counts_text": counts_text(verdict),
+        "robustness": verdict.get("robustness") or {"fraction": None},
         "seeds": verdict.get("seeds"),
         "runtime_s": round(sum(runtimes.values()), 1),
         "runtimes_s": {k: round(v, 2) for k, v in runtimes.items()},
@@ -100,6 +106,13 @@ def claim_entry(manifest: registry.Manifest, results: Path) -> dict:
         "logs": f"claims/{manifest.slug}_logs/",
         "deviations": manifest.data["deviations"],
     }
+
+
+def primary_text(verdict: dict) -> str:
+    row = next((r for r in verdict.get("checks", []) if r.get("primary")), None)
+    if row is None:
+        return "—"
+    return f"{row['name']} = {interval_text(row)}, gate {gate_text(row)}: {row['outcome']}"
 
 
 def coverage_rows(entries: dict[str, dict]) -> list[dict]:
@@ -131,7 +144,7 @@ def build(scale: str, gallery: Path, results_root: Path, slugs: list[str]) -> li
         "scale": scale,
         "claims": ordered,
         "themes": sorted({e["theme"] for e in ordered}),
-        "statuses": [s for s in ("replicated", "partial", "not-replicated", "error")],
+        "statuses": list(BADGE_COLORS),
         "counts": {s: sum(e["status"] == s for e in ordered) for s in BADGE_COLORS},
     }
     shutil.copy(TEMPLATES / "style.css", gallery / "style.css")
@@ -159,8 +172,12 @@ def build(scale: str, gallery: Path, results_root: Path, slugs: list[str]) -> li
                     "status",
                     "reason",
                     "key",
+                    "primary",
+                    "counts",
+                    "robustness",
                     "checks",
                     "controls",
+                    "preconditions",
                     "seeds",
                     "runtime_s",
                     "runtimes_s",

@@ -9,7 +9,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from replica import registry, runtime
-from replica.report import BADGE_COLORS
+from replica.report import BADGE_COLORS, counts_text, robustness_text
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -122,6 +122,8 @@ def export_html(
             "status": status,
             "reason": verdict.get("reason", ""),
             "color": BADGE_COLORS.get(status, "#57606a"),
+            "counts": counts_text(verdict),
+            "robustness": robustness_text(verdict),
             "logs": sorted(logs.items()),
             "provenance": _provenance_rows(provenance, nb, runtimes)
             + [("seeds", verdict.get("seed_list")), ("scale", verdict.get("scale"))],

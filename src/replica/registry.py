@@ -125,15 +125,31 @@ def load_manifest(path: Path) -> Manifest:
         ids = manifest.points(scale)
         if len(ids) != math.prod(len(v) for v in manifest.scale(scale)["grid"].values()):
             raise InvalidInput(path, f"scales.{scale}.grid", "grid values repeat")
-    names = [c["name"] for c in data["checks"] + data["controls"]]
-    if len(set(names)) != len(names):
-        raise InvalidInput(path, "checks", "check and control names must be unique")
+    check_gates(data, path)
     if not manifest.module_path.exists():
         raise InvalidInput(path, "slug", f"no claim module at {manifest.module_path}")
     if not manifest.notebook_path.exists():
         raise InvalidInput(path, "slug", f"no notebook at {manifest.notebook_path}")
     check_notebook(manifest.notebook_path)
     return manifest
+
+
+def check_gates(data: dict[str, Any], path: Path) -> None:
+    """What the schema cannot say: one primary check, unique names, ablations never primary."""
+    rows = data["checks"] + data["controls"] + data.get("preconditions", [])
+    names = [c["name"] for c in rows]
+    if len(set(names)) != len(names):
+        raise InvalidInput(path, "checks", "check, control and precondition names must be unique")
+    primary = [c["name"] for c in data["checks"] if c.get("primary")]
+    if len(primary) != 1:
+        found = ", ".join(primary) or "none"
+        raise InvalidInput(
+            path, "checks", f"exactly one check must be 'primary: true' (found: {found})"
+        )
+    for kind in ("controls", "preconditions"):
+        for i, row in enumerate(data.get(kind, [])):
+            if row.get("primary"):
+                raise InvalidInput(path, f"{kind}.{i}.primary", "only a check can be primary")
 
 
 def check_notebook(path: Path) -> None:

@@ -15,9 +15,12 @@ from replica import runtime
 BADGE_COLORS = {
     "replicated": "#1a7f37",
     "partial": "#9a6700",
+    "inconclusive": "#8250df",
     "not-replicated": "#cf222e",
     "error": "#57606a",
 }
+OUTCOME_COLORS = {"pass": "#1a7f37", "fail": "#cf222e", "inconclusive": "#8250df"}
+ROW_KINDS = (("check", "checks"), ("ablation", "controls"), ("precondition", "preconditions"))
 
 
 def load_results(results_dir) -> dict:
@@ -38,42 +41,147 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def interval_text(row: dict) -> str:
+    """'0.94 [0.89, 0.99] (8 seeds)', or the bare value of a deterministic statistic."""
+    text = _fmt(row.get("value"))
+    ci = row.get("ci")
+    if ci and None not in ci:
+        text += f" [{_fmt(ci[0])}, {_fmt(ci[1])}]"
+    if row.get("n"):
+        text += f" ({row['n']} seeds)"
+    return text
+
+
+def gate_text(row: dict) -> str:
+    """The declared gate in words, e.g. 'whole 95 % interval >= 0.9'."""
+    gate = row.get("gate", "interval")
+    if gate == "band":
+        lo, hi = row["band"]
+        where = f" (theory {row['relative_to']})" if row.get("relative_to") else ""
+        return f"whole 95 % interval inside [{_fmt(lo)}, {_fmt(hi)}]{where}"
+    cond = f"{row['op']} {_fmt(row['threshold'])}"
+    if gate == "seeds":
+        return f"at least {row['min_fraction']:.0%} of seeds {cond} one by one"
+    if gate == "mean":
+        return f"seed mean {cond}"
+    return f"whole 95 % interval {cond}" if row.get("n") else cond
+
+
+def _seed_spread(row: dict) -> str:
+    values = row.get("per_seed")
+    if not values or len(values) < 2:
+        return ""
+    text = f"per seed {_fmt(min(values))} to {_fmt(max(values))}"
+    if "op" in row and row.get("gate") != "band":
+        import operator
+
+        op = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}[row["op"]]
+        hits = sum(op(v, row["threshold"]) for v in values)
+        text += f", {hits} of {len(values)} seeds {row['op']} {_fmt(row['threshold'])}"
+    return text
+
+
 def verdict_html(verdict: dict) -> str:
-    """The verdict as an HTML table: each check and control, its statistic and threshold."""
+    """The verdict as an HTML table: every check, ablation and precondition, gate and outcome."""
     status = verdict["status"]
     color = BADGE_COLORS.get(status, "#57606a")
     rows = []
-    for kind, key in (("check", "passed"), ("control", "discriminates")):
-        for row in verdict.get(f"{kind}s", []):
-            ok = row.get(key)
-            mark = "—" if ok is None else ("yes" if ok else "no")
-            ci = row.get("ci")
-            ci_txt = f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci and None not in ci else ""
-            n_txt = f" (n={row['n']})" if row.get("n") else ""
+    for kind, key in ROW_KINDS:
+        for row in verdict.get(key, []):
+            outcome = row.get("outcome", "—")
+            name = row["name"] + (" (primary)" if row.get("primary") else "")
+            cells = (kind, name, row["what"], interval_text(row), gate_text(row))
             rows.append(
-                "<tr>"
-                + "".join(
-                    f"<td>{html.escape(str(c))}</td>"
-                    for c in (
-                        kind,
-                        row["name"],
-                        row["what"],
-                        _fmt(row.get("value")) + ci_txt + n_txt,
-                        f"{row['op']} {_fmt(row['threshold'])}",
-                        mark,
-                    )
-                )
-                + "</tr>"
+                f"<tr id='check-{html.escape(row['name'])}'>"
+                + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+                + f"<td style='color:{OUTCOME_COLORS.get(outcome, '#57606a')}'>"
+                + f"<b>{html.escape(outcome)}</b></td></tr>"
             )
     head = (
-        "<tr><th>kind</th><th>name</th><th>what</th><th>statistic (95% CI, seeds)</th>"
-        "<th>threshold</th><th>passed / discriminates</th></tr>"
+        "<tr><th>kind</th><th>name</th><th>what</th><th>statistic: mean [95% CI] (seeds)</th>"
+        "<th>gate</th><th>outcome</th></tr>"
     )
+    robust = robustness_text(verdict)
     return (
         f"<p><b>Verdict: <span style='color:{color}'>{html.escape(status)}</span></b> — "
         f"{html.escape(verdict.get('reason', ''))}</p>"
-        f"<table>{head}{''.join(rows)}</table>"
+        + (f"<p>{html.escape(robust)}</p>" if robust else "")
+        + f"<table>{head}{''.join(rows)}</table>"
+        + "<p><small>An ablation passes when the effect is absent in the arm without the "
+        "mechanism; preconditions are shown and never counted.</small></p>"
     )
+
+
+def robustness_text(verdict: dict) -> str:
+    rob = verdict.get("robustness") or {}
+    if rob.get("fraction") is None:
+        return ""
+    others = ", ".join(
+        f"{s} {n / rob['resamples']:.0%}"
+        for s, n in rob.get("statuses", {}).items()
+        if s != verdict["status"]
+    )
+    return (
+        f"Seed robustness: {rob['fraction']:.0%} of {rob['resamples']} seed-bootstrap resamples "
+        f"give the same status" + (f" (otherwise: {others})." if others else ".")
+    )
+
+
+def counts_text(verdict: dict) -> str:
+    """'checks 3 pass / 1 fail / 0 inconclusive; ablations 2 / 0 / 0' for cards and pages."""
+    c = verdict.get("counts") or {}
+    parts = []
+    for label, key in (("checks", "checks"), ("ablations", "ablations")):
+        n = c.get(key) or {}
+        parts.append(
+            f"{label}: {n.get('pass', 0)} pass, {n.get('fail', 0)} fail, "
+            f"{n.get('inconclusive', 0)} inconclusive"
+        )
+    return "; ".join(parts)
+
+
+def _row_sentence(kind: str, row: dict) -> str:
+    spread = _seed_spread(row)
+    return (
+        f"- {kind} `{row['name']}` ({row['what'].strip()}): {interval_text(row)}"
+        + (f"; {spread}" if spread else "")
+        + f". Gate: {gate_text(row)}: **{row.get('outcome', '—')}**."
+    )
+
+
+def findings(verdict: dict) -> str:
+    """'What we found', written from verdict.json alone (markdown): nothing typed by hand."""
+    status = verdict["status"]
+    scale = verdict.get("scale", "?")
+    lines = [
+        f"**What we found ({scale} scale, {verdict.get('seeds', '?')} seeds).** "
+        f"Status **{status}**: {verdict.get('reason', '')}."
+    ]
+    if status == "error":
+        return lines[0]
+    lines.append(counts_text(verdict) + ".")
+    key = verdict.get("key") or {}
+    if key.get("measured") is not None:
+        text = f"Key statistic, {key['label']}: measured {interval_text(key)}"
+        if key.get("theory") is not None:
+            text += f" vs theory {_fmt(key['theory'])}"
+            if key["theory"] not in (0, 0.0):
+                text += f" (ratio {_fmt(key['measured'] / key['theory'])})"
+        lines.append(text + ".")
+    robust = robustness_text(verdict)
+    if robust:
+        lines.append(robust)
+    bullets = []
+    for kind, key_ in ROW_KINDS:
+        for row in sorted(verdict.get(key_, []), key=lambda r: not r.get("primary")):
+            bullets.append(_row_sentence("primary check" if row.get("primary") else kind, row))
+    return " ".join(lines) + "\n\n" + "\n".join(bullets)
+
+
+def show_findings(verdict: dict):
+    from IPython.display import Markdown, display
+
+    display(Markdown(findings(verdict)))
 
 
 def show_verdict(verdict: dict):

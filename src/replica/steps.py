@@ -169,7 +169,7 @@ def verdict(slug, scale, metrics, theory, out, base_seed=0, provenance_out=None)
             result = error_verdict(manifest.data, err)
         else:
             stats = claim_module(slug).verdict(loaded[0], loaded[1], params)
-            result = judge(manifest.data, stats)
+            result = judge(manifest.data, stats, n_seeds=len(seeds))
         result.update(scale=scale, seeds=len(seeds), seed_list=seeds)
         runtime.write_json(out, result)
         if provenance_out:
@@ -244,8 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.step == "run":
         result = run_chain(s, sc, Path(args.results), seed, args.device)
         print(runtime.to_jsonable({k: result[k] for k in ("status", "reason")}))
-        for row in result["checks"] + result["controls"]:
-            print(runtime.to_jsonable(row))
+        for kind in ("checks", "controls", "preconditions"):
+            for row in result.get(kind, []):
+                print(kind[:-1], runtime.to_jsonable({k: v for k, v in row.items() if k != "per_seed"}))
+        print("robustness", runtime.to_jsonable(result.get("robustness")))
     return 0
 
 
