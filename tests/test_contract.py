@@ -123,7 +123,9 @@ def test_notebook_markdown_types_no_result(slug):
         for token in NUMBER.findall(text):
             value = float(token.rstrip("% ").strip())
             as_fraction = value / 100 if token.endswith("%") else value
-            assert value in allowed or as_fraction in allowed, f"{token!r} is typed in markdown but not in the manifest"
+            assert value in allowed or as_fraction in allowed, (
+                f"{token!r} is typed in markdown but not in the manifest"
+            )
 
 
 @pytest.mark.parametrize("slug", SLUGS)

@@ -195,3 +195,28 @@ def _wait_for_file(path: Path, timeout: float) -> None:
     while not path.exists():
         assert time.monotonic() - started < timeout, f"{path} never appeared"
         time.sleep(0.05)
+
+
+def test_a_checkpoint_from_other_settings_is_never_resumed(toy_project):
+    """A run killed, edited and restarted starts over instead of continuing stale weights."""
+    add_toy_claim(toy_project, "toy_long", loop_steps=20, step_seconds=0.0, checkpoint_every_s=0)
+    env = dict(os.environ, PYTHONPATH=str(toy_project / "src"))
+    root = toy_project / "results/smoke/toy_long"
+
+    def step(*args):
+        cmd = [sys.executable, "-m", "replica", *args, "toy_long", "--scale", "smoke"]
+        return subprocess.run(cmd, cwd=toy_project, env=env, capture_output=True, text=True)
+
+    assert step("generate", "--out", str(root / "data.npz")).returncode == 0
+    train = ("train", "--point", "n-10", "--data", str(root / "data.npz"))
+    assert step(*train, "--out", str(root / "reference.npz")).returncode == 0
+    out = root / "train/n-10.npz"
+    ckpt = Path(f"{out}.ckpt.npz")
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    # a snapshot "from before an edit": late step, garbage state, another fingerprint
+    np.savez(ckpt, step=15, total=np.full(4, 1e6), __fingerprint__=np.asarray("old-settings"))
+    run = step(*train, "--out", str(out))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "ignoring" in run.stdout and "resumed" not in run.stdout
+    with np.load(out) as got, np.load(root / "reference.npz") as want:
+        np.testing.assert_array_equal(got["running_sum"], want["running_sum"])

@@ -147,6 +147,9 @@ def test_smoke_chains_run_as_slurm_jobs_through_the_profile(slurm_cluster, tmp_p
             "2",
             "--latency-wait",
             "10",
+            # No accounting database on this test cluster: sacct would know no jobs.
+            "--slurm-status-command",
+            "squeue",
         ],
         cwd=project,
         env=env,
@@ -175,3 +178,24 @@ def test_smoke_chains_run_as_slurm_jobs_through_the_profile(slurm_cluster, tmp_p
         f"\n[slurm] bring-up {slurm_cluster['bring_up_s']:.1f} s; {len(jobs)} jobs "
         f"through Slurm in {elapsed:.1f} s"
     )
+
+
+def test_slurm_profile_settings_are_not_replaced_by_the_workflow_profile():
+    """profiles/default is loaded after --profile and wins on shared keys (Snakemake's cli)."""
+    if not (EXTRAS / "snakemake_executor_plugin_slurm").is_dir():
+        pytest.skip("the slurm executor plugin is not installed (make slurm-deps)")
+    code = (
+        "from snakemake.cli import parse_args; "
+        "_, a = parse_args(['--profile', 'profiles/slurm', '-n']); "
+        "print(a.latency_wait, a.retries, a.jobs, a.executor, "
+        "getattr(a, 'slurm_status_command', 'unset'))"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(EXTRAS), str(ROOT / "src")]))
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    latency, retries, jobs, executor, status = out.stdout.split()[-5:]
+    assert (latency, retries, jobs, executor) == ("60", "1", "100", "slurm")
+    # The plugin's own choice (sacct where accounting exists) is the default, not squeue.
+    assert status != "squeue"

@@ -80,6 +80,30 @@ def test_toy_chain_reruns_only_what_an_edit_touches(toy_project):
     jobs = planned_jobs(toy_project, "--config", "scale=smoke")
     assert jobs["train"] == 3 and jobs["generate"] == 1 and jobs["verdict"] == 1
 
+    # The step driver runs every compute job, so it is their input too (and in the cache key).
+    out = snakemake(toy_project, "--config", "scale=smoke")
+    assert out.returncode == 0, out.stderr
+    _append(toy_project / "src/replica/steps.py", "\n# edited\n")
+    jobs = planned_jobs(toy_project, "--config", "scale=smoke")
+    assert jobs["train"] == 3 and jobs["generate"] == 1 and jobs["measure"] == 1
+
+
+def test_syntax_error_in_one_claim_module_is_reported_and_the_rest_builds(toy_project):
+    add_toy_claim(toy_project, "toy_syntax")
+    module = toy_project / "src/replica/claims/toy_syntax.py"
+    module.write_text(module.read_text() + "\ndef broken(:\n")
+    out = snakemake(toy_project, "--config", "scale=smoke")
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert (
+        f"{module}:" in text
+        and "SyntaxError" in text
+        and "Traceback" not in text.split("SyntaxError")[0][-500:]
+    )
+    summary = json.loads((toy_project / "figures/smoke/summary.json").read_text())
+    status = {c["slug"]: c["status"] for c in summary["claims"]}
+    assert status == {"toy_mean": "replicated", "toy_syntax": "error"}
+
 
 def _append(path, text):
     path.write_text(path.read_text() + text)
@@ -120,3 +144,33 @@ def test_snakemake_lint_is_clean(toy_project):
     out = snakemake(toy_project, "--lint")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Congratulations" in out.stdout + out.stderr
+
+
+def test_a_hung_notebook_cell_times_out_into_an_error_card(toy_project, monkeypatch):
+    from replica import notebooks, runtime
+
+    out = snakemake(toy_project, "--config", "scale=smoke")
+    assert out.returncode == 0, out.stderr
+    nb_path = toy_project / "notebooks/toy_mean.ipynb"
+    nb = json.loads(nb_path.read_text())
+    nb["cells"].append(
+        {
+            "cell_type": "code",
+            "metadata": {},
+            "outputs": [],
+            "execution_count": None,
+            "source": ["import time\n", "time.sleep(600)\n"],
+        }
+    )
+    nb_path.write_text(json.dumps(nb))
+    monkeypatch.setattr(notebooks.registry, "ROOT", toy_project)
+    monkeypatch.setattr(notebooks.registry, "CLAIMS_DIR", toy_project / "workflow/claims")
+    monkeypatch.setattr(notebooks.registry, "NOTEBOOK_DIR", toy_project / "notebooks")
+    monkeypatch.setattr(notebooks.registry, "SRC_DIR", toy_project / "src")
+    monkeypatch.setenv("REPLICA_CELL_TIMEOUT_S", "3")
+    results = toy_project / "results/smoke/toy_mean"
+    started = time.monotonic()
+    notebooks.execute("toy_mean", "smoke", results, results / "nb.ipynb", results / "nb.png")
+    assert time.monotonic() - started < 120
+    error = runtime.read_json(results / "nb.ipynb")["metadata"]["replica"]["error"]
+    assert error and "3 s" in error

@@ -12,6 +12,9 @@ from replica import registry, runtime
 from replica.report import BADGE_COLORS, counts_text, robustness_text
 
 TEMPLATES = Path(__file__).parent / "templates"
+# Longest a single notebook cell may run (notebooks only read results and plot); a hung cell
+# fails its notebook (an error card) instead of hanging the whole run.
+CELL_TIMEOUT_S = {"smoke": 120, "quick": 300, "paper": 1800}
 
 
 def mathjax_dir() -> Path:
@@ -61,6 +64,7 @@ def execute(slug: str, scale: str, results_dir, out, figure) -> None:
         "scale": scale,
     }
     tmp = out.with_name(f".{out.name}.running")
+    cell_timeout = int(os.environ.get("REPLICA_CELL_TIMEOUT_S", CELL_TIMEOUT_S[scale]))
     error = None
     try:
         papermill.execute_notebook(
@@ -70,14 +74,19 @@ def execute(slug: str, scale: str, results_dir, out, figure) -> None:
             kernel_name="python3",
             progress_bar=False,
             cwd=str(registry.ROOT),
+            execution_timeout=cell_timeout,
         )
     except papermill.PapermillExecutionError as exc:
         error = f"notebook cell {exc.exec_count} raised {exc.ename}: {exc.evalue}"
+    except TimeoutError as exc:  # nbclient's CellTimeoutError
+        error = f"a notebook cell ran past {cell_timeout} s: {str(exc).splitlines()[0]}"
+    if error:
         print(f"[replica] {error}", flush=True)
-    nb = json.loads(tmp.read_text())
+    source = tmp if tmp.exists() else manifest.notebook_path
+    nb = json.loads(source.read_text())
     nb["metadata"].setdefault("replica", {})["error"] = error
     runtime.write_json(out, nb)
-    tmp.unlink()
+    tmp.unlink(missing_ok=True)
     if not figure.exists():
         _placeholder_figure(figure, "no figure" if error is None else "notebook failed")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import itertools
 import math
+import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -196,11 +197,15 @@ def require_claim(slug: str, registry: dict[str, Manifest], source="target", fie
     return registry[slug]
 
 
-def module_sources(slug: str) -> list[Path]:
+@cache
+def module_sources(slug: str) -> tuple[Path, ...]:
     """The claim module and every replica module it imports, transitively.
 
     These are inputs of the claim's compute rules: editing one re-runs exactly the claims
-    that use it, and editing the gallery code re-runs no training.
+    that use it, and editing the gallery code re-runs no training. Cached per process: the
+    DAG asks once per job, and re-parsing every import each time dominated large DAG builds.
+    A module that does not parse is reported once (file and line) and kept as an input: its
+    claim's jobs then fail into an error card, and every other claim still builds.
     """
     seen: set[Path] = set()
     todo = [SRC_DIR / "replica" / "claims" / f"{slug}.py"]
@@ -209,7 +214,8 @@ def module_sources(slug: str) -> list[Path]:
         if path in seen or not path.exists():
             continue
         seen.add(path)
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = _parsed(path)
+        for node in ast.walk(tree) if tree is not None else ():
             names = []
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
@@ -221,7 +227,20 @@ def module_sources(slug: str) -> list[Path]:
                     module = SRC_DIR.joinpath(*parts).with_suffix(".py")
                     package = SRC_DIR.joinpath(*parts, "__init__.py")
                     todo.extend(p for p in (module, package) if p.exists())
-    return sorted(seen)
+    return tuple(sorted(seen))
+
+
+@cache
+def _parsed(path: Path) -> ast.Module | None:
+    try:
+        return ast.parse(path.read_text(), filename=str(path))
+    except SyntaxError as err:
+        print(
+            f"replica: {path}:{err.lineno}: SyntaxError: {err.msg}; the claims that import it "
+            "will end in an error card, the others build as usual",
+            file=sys.stderr,
+        )
+        return None
 
 
 def require_point(manifest: Manifest, scale: str, point: str) -> dict[str, Any]:

@@ -187,17 +187,27 @@ class Checkpoint:
     resumed run gives the same result as an uninterrupted one.
     """
 
-    def __init__(self, path, every_s: float = 120.0):
+    def __init__(self, path, every_s: float = 120.0, fingerprint: str = ""):
         import time
 
         self._clock = time.monotonic
-        self.path, self.every_s = Path(path), every_s
+        self.path, self.every_s, self.fingerprint = Path(path), every_s, fingerprint
         self._last = self._clock()
 
     def load(self) -> dict[str, np.ndarray] | None:
+        """The last snapshot, or None; a snapshot made under other settings or code is dropped."""
         if not self.path.exists():
             return None
         state = read_npz(self.path)
+        made_by = str(state.pop(FINGERPRINT_KEY, ""))
+        if made_by != self.fingerprint:
+            print(
+                f"[checkpoint] ignoring {self.path.name}: made by other settings, seeds or code "
+                f"({made_by[:12] or 'no fingerprint'} != {self.fingerprint[:12]}); starting over",
+                flush=True,
+            )
+            self.clear()
+            return None
         print(f"[checkpoint] resumed from step {int(state['step'])} ({self.path.name})", flush=True)
         return state
 
@@ -206,7 +216,7 @@ class Checkpoint:
         return self._clock() - self._last >= self.every_s
 
     def save(self, step: int, state: dict[str, Any]) -> None:
-        write_npz(self.path, {**state, "step": step})
+        write_npz(self.path, {**state, "step": step, FINGERPRINT_KEY: self.fingerprint})
         self._last = self._clock()
 
     def clear(self) -> None:
@@ -214,6 +224,17 @@ class Checkpoint:
 
 
 _CHECKPOINT: Checkpoint | None = None
+FINGERPRINT_KEY = "__fingerprint__"
+
+
+def fingerprint(settings: Any, sources: list[Path]) -> str:
+    """sha256 over JSON settings and the bytes of the source files that produce a result."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(to_jsonable(settings), sort_keys=True).encode())
+    for path in sorted(Path(p) for p in sources):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def checkpoint() -> Checkpoint | None:
@@ -222,10 +243,14 @@ def checkpoint() -> Checkpoint | None:
 
 
 @contextlib.contextmanager
-def checkpointing(out, every_s: float):
-    """Open the checkpoint of the train job writing `out` for the duration of the block."""
+def checkpointing(out, every_s: float, fingerprint: str = ""):
+    """Open the checkpoint of the train job writing `out` for the duration of the block.
+
+    ``fingerprint`` names what produced the run (settings, point, seeds, source code): a
+    snapshot is resumed only when it matches, never from a stale run.
+    """
     global _CHECKPOINT
-    _CHECKPOINT = Checkpoint(Path(f"{out}.ckpt.npz"), every_s)
+    _CHECKPOINT = Checkpoint(Path(f"{out}.ckpt.npz"), every_s, fingerprint)
     try:
         yield _CHECKPOINT
     finally:

@@ -26,6 +26,8 @@ from replica.verdicts import error_verdict, judge
 # Claims that checkpoint their loop (runtime.checkpoint()) save at most this often unless a
 # scale's params set checkpoint_every_s: often enough to lose little of a paper-scale run.
 CHECKPOINT_EVERY_S = 120.0
+# The generic driver: part of what produced a result, like the claim's own sources.
+DRIVER_SOURCES = [Path(__file__), Path(runtime.__file__)]
 
 
 def claim_module(slug: str):
@@ -128,7 +130,11 @@ def train(slug, scale, point, data, out, base_seed=0, device="auto"):
         print(f"[replica] train {slug}/{point} on {dev}, seeds {seeds}", flush=True)
         started = time.perf_counter()
         every_s = float(params.get("checkpoint_every_s", CHECKPOINT_EVERY_S))
-        with runtime.checkpointing(out, every_s) as ckpt:
+        made_by = runtime.fingerprint(
+            {"scale": manifest.scale(scale), "point": point, "seeds": seeds, "device": str(dev)},
+            [*registry.module_sources(slug), *DRIVER_SOURCES],
+        )
+        with runtime.checkpointing(out, every_s, made_by) as ckpt:
             arrays = claim_module(slug).train(loaded, point_params, params, seeds, dev)
             runtime.require_finite(arrays, f"train {point}")
             runtime.write_npz(out, {**arrays, TRAIN_SECONDS_KEY: time.perf_counter() - started})
@@ -246,7 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         print(runtime.to_jsonable({k: result[k] for k in ("status", "reason")}))
         for kind in ("checks", "controls", "preconditions"):
             for row in result.get(kind, []):
-                print(kind[:-1], runtime.to_jsonable({k: v for k, v in row.items() if k != "per_seed"}))
+                print(
+                    kind[:-1],
+                    runtime.to_jsonable({k: v for k, v in row.items() if k != "per_seed"}),
+                )
         print("robustness", runtime.to_jsonable(result.get("robustness")))
     return 0
 

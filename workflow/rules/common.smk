@@ -64,8 +64,10 @@ def manifest(wildcards):
 
 
 def claim_sources(wildcards):
-    """The claim module and the replica modules it imports: editing them re-runs the chain."""
-    return [str(p) for p in registry.module_sources(manifest(wildcards).slug)]
+    """The claim module, the replica modules it imports and the step driver that runs them:
+    editing any of them re-runs the chain (and changes the training cache key)."""
+    sources = registry.module_sources(manifest(wildcards).slug)
+    return sorted({str(p) for p in sources} | set(DRIVER))
 
 
 def scale_settings(wildcards):
@@ -92,3 +94,7 @@ def notebook_source(wildcards):
 def code(*names):
     """Library files a step runs; editing them re-runs that step and the steps after it."""
     return [str(SRC / "replica" / name) for name in names]
+
+
+# The generic step driver every compute job runs (python -m replica <step>).
+DRIVER = code("steps.py", "runtime.py", "__main__.py", "__init__.py")
