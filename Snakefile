@@ -7,6 +7,9 @@
 configfile: "workflow/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 
 
@@ -27,3 +30,17 @@ rule all:
         f"{GALLERY}/coverage.html",
         f"{GALLERY}/summary.json",
         f"{GALLERY}/.no-errors",
+
+
+onerror:
+    # A job failed (a training error fails its job so that nothing enters the cache): the
+    # gallery is still built, with an error card and the logs for each claim that stopped.
+    from replica import gallery as replica_gallery
+
+    try:
+        replica_gallery.build_after_failure(
+            SCALE, Path(GALLERY), Path("results"), CLAIMS
+        )
+    except Exception as err:
+        # the run has failed already: say why the gallery did not build as well
+        print(f"replica: no gallery after the failure: {err}", file=sys.stderr)

@@ -79,8 +79,9 @@ SEED_COUNT = re.compile(r"\b\d+\s+of\s+\d+\s+(?:seeds|runs)\b", re.I)
 
 
 def _manifest_numbers(m) -> set[float]:
-    """Every number a manifest states (settings, thresholds, text): pre-registered, not results."""
-    text = m.path.read_text()
+    """Every number the manifest or the claim module states (settings, thresholds, constants
+    fixed in code): pre-registered, not results."""
+    text = m.path.read_text() + m.module_path.read_text()
     return {float(x) for x in re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", text)}
 
 
@@ -124,7 +125,7 @@ def test_notebook_markdown_types_no_result(slug):
             value = float(token.rstrip("% ").strip())
             as_fraction = value / 100 if token.endswith("%") else value
             assert value in allowed or as_fraction in allowed, (
-                f"{token!r} is typed in markdown but not in the manifest"
+                f"{token!r} is typed in markdown but stated in neither manifest nor module"
             )
 
 
@@ -132,3 +133,10 @@ def test_notebook_markdown_types_no_result(slug):
 def test_notebook_shows_the_generated_findings(slug):
     text = REGISTRY[slug].notebook_path.read_text()
     assert "show_findings(" in text and "show_verdict(" in text
+
+
+def test_citation_cff_lists_every_claim_paper():
+    from replica import citation
+
+    committed = (registry.ROOT / "CITATION.cff").read_text()
+    assert committed == citation.render(), "regenerate: python -m replica.citation > CITATION.cff"

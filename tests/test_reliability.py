@@ -80,13 +80,17 @@ def test_divergence_becomes_an_error_verdict(toy_project):
     add_toy_claim(toy_project, "toy_diverges", diverge=True)
     out = snakemake(toy_project, *SMOKE)
     assert out.returncode != 0, "an error verdict must fail the command"
-    verdict = _verdict(toy_project, "toy_diverges")
-    assert verdict["status"] == "error"
-    assert "NaN/inf" in verdict["reason"] and "error" in verdict["reason"]
+    summary = json.loads((toy_project / "figures/smoke/summary.json").read_text())
+    card = {c["slug"]: c for c in summary["claims"]}
+    assert card["toy_diverges"]["status"] == "error"
+    assert "NaN/inf" in card["toy_diverges"]["reason"] and "error" in card["toy_diverges"]["reason"]
     assert _verdict(toy_project)["status"] == "replicated"
-    # nothing non-finite reached a result file: the train output is an error record
-    with np.load(toy_project / "results/smoke/toy_diverges/train/n-10.npz") as handle:
-        assert handle.files == ["__error__"]
+    # nothing non-finite reached a result file: a failed training writes no output at all
+    # (it would enter the between-workflow cache), only its reason beside it
+    train = toy_project / "results/smoke/toy_diverges/train"
+    assert not list(train.glob("*.npz"))
+    assert "NaN/inf" in (train / "n-10.npz.error.json").read_text()
+    assert (toy_project / "figures/smoke/claims/toy_diverges.html").exists()
 
 
 def test_second_checkout_reuses_cached_training(tmp_path):
@@ -220,3 +224,26 @@ def test_a_checkpoint_from_other_settings_is_never_resumed(toy_project):
     assert "ignoring" in run.stdout and "resumed" not in run.stdout
     with np.load(out) as got, np.load(root / "reference.npz") as want:
         np.testing.assert_array_equal(got["running_sum"], want["running_sum"])
+
+
+def test_a_failed_training_never_enters_the_cache(tmp_path):
+    """A training error fails its job: no output, so nothing is stored; a fix then trains."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    project = copy_project(tmp_path / "project", with_claims=False)
+    add_toy_claim(project, "toy_broken", fail="train")
+    env = dict(os.environ, SNAKEMAKE_OUTPUT_CACHE=str(cache), PYTHONPATH=str(project / "src"))
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *SMOKE, "--cache"]
+    out = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode != 0
+    assert not [p for p in cache.rglob("*") if p.is_file()], "an error was cached"
+    summary = json.loads((project / "figures/smoke/summary.json").read_text())
+    assert summary["claims"][0]["status"] == "error"
+    assert "deliberate failure" in summary["claims"][0]["reason"]
+    # the fault fixed, the same command trains and caches the real result
+    manifest = project / "workflow/claims/toy_broken.yaml"
+    manifest.write_text(manifest.read_text().replace("fail: train", "fail: 'no'"))
+    out = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert _verdict(project, "toy_broken")["status"] == "replicated"
+    assert len([p for p in cache.iterdir()]) == 3

@@ -214,5 +214,6 @@ def test_the_narrative_is_written_from_the_verdict():
     assert "Status **partial**" in text
     assert "primary check `a`" in text and "**fail**" in text
     assert "4 seeds" in text and "Seed robustness" in text
+    assert "measured 0.9575 [" in text and "vs theory 1" in text
     assert "partial" in verdict_html(v)
     assert gate_text(v["checks"][0]) == "whole 95 % interval >= 0.9"

@@ -131,7 +131,13 @@ def test_smoke_gallery_of_every_claim(smoke_project):
     slugs = {c["slug"] for c in summary["claims"]}
     assert slugs == set(registry.load_registry())
     for claim in summary["claims"]:
-        assert claim["status"] in ("replicated", "partial", "not-replicated"), claim
+        assert claim["status"] in ("replicated", "partial", "inconclusive", "not-replicated"), claim
+        assert claim["primary"] and set(claim["counts"]["checks"]) == {
+            "pass",
+            "fail",
+            "inconclusive",
+        }
+        assert "fraction" in claim["robustness"]
         assert claim["notebook_error"] is None, claim
         assert (smoke_project / "figures/smoke" / claim["page"]).exists()
         assert claim["runtime_s"] > 0
@@ -174,3 +180,20 @@ def test_a_hung_notebook_cell_times_out_into_an_error_card(toy_project, monkeypa
     assert time.monotonic() - started < 120
     error = runtime.read_json(results / "nb.ipynb")["metadata"]["replica"]["error"]
     assert error and "3 s" in error
+
+
+def test_snakemake_report_groups_figures_verdicts_and_pages_by_theme(toy_project):
+    import zipfile
+
+    out = snakemake(toy_project, "--config", "scale=smoke")
+    assert out.returncode == 0, out.stderr
+    out = snakemake(toy_project, "--report", "report.zip", "--config", "scale=smoke")
+    assert out.returncode == 0, out.stderr[-3000:]
+    with zipfile.ZipFile(toy_project / "report.zip") as archive:
+        names = archive.namelist()
+        text = "\n".join(
+            archive.read(n).decode(errors="replace") for n in names if n.endswith(".html")
+        )
+    for kind in ("figure.png", "verdict.json", "toy_mean.html"):
+        assert any(n.endswith(kind) for n in names), (kind, names[:40])
+    assert "testing" in text  # the toy claim's theme is its category

@@ -21,6 +21,7 @@ from replica import registry, runtime
 from replica.notebooks import mathjax_dir
 from replica.report import BADGE_COLORS, counts_text, gate_text, interval_text
 from replica.runtime import TRAIN_SECONDS_KEY
+from replica.verdicts import error_verdict
 
 TEMPLATES = Path(__file__).parent / "templates"
 LEDGER = Path(__file__).parent / "data" / "ledger.yaml"
@@ -71,9 +72,24 @@ def claim_runtimes(results: Path) -> dict[str, float]:
     return runtimes
 
 
+def failure_reason(results: Path) -> str:
+    """Why a claim has no verdict: the reason a failed training left, else the logs."""
+    for path in sorted((results / "train").glob("*.error.json")):
+        return str(runtime.read_json(path).get(runtime.ERROR_KEY))
+    return "a job of this claim failed before its verdict; see its logs"
+
+
 def claim_entry(manifest: registry.Manifest, results: Path) -> dict:
-    verdict = runtime.read_json(results / "verdict.json")
-    executed = runtime.read_json(results / "notebook.ipynb")
+    failed_training = sorted((results / "train").glob("*.error.json"))
+    if (results / "verdict.json").exists() and not failed_training:
+        verdict = runtime.read_json(results / "verdict.json")
+    else:  # the chain stopped at a failed job (only the onerror build gets here); a verdict
+        # left from an earlier run is stale then, and not shown
+        verdict = error_verdict(manifest.data, failure_reason(results))
+    notebook = results / "notebook.ipynb"
+    executed = runtime.read_json(notebook) if notebook.exists() else {"metadata": {}}
+    if not notebook.exists() and verdict["status"] != "error":
+        executed["metadata"]["replica"] = {"error": "the notebook job failed; see its log"}
     runtimes = claim_runtimes(results)
     paper = manifest.data["paper"]
     return {
@@ -199,6 +215,20 @@ def copy_assets(gallery: Path) -> None:
     shutil.copytree(mathjax_dir(), assets / "mathjax")
 
 
+def copy_logs(slug: str, results: Path, claims: Path) -> dict[str, str]:
+    """A claim's job logs into the gallery: {link text: relative path}."""
+    logs_dir = claims / f"{slug}_logs"
+    if logs_dir.exists():
+        shutil.rmtree(logs_dir)
+    logs_dir.mkdir(parents=True)
+    logs = {}
+    for log in sorted((results / "logs").rglob("*.log")):
+        name = "_".join(log.relative_to(results / "logs").with_suffix("").parts)
+        shutil.copy(log, logs_dir / f"{name}.log")
+        logs[f"log: {name}"] = f"{slug}_logs/{name}.log"
+    return logs
+
+
 def claim_page(slug: str, scale: str, gallery: Path, results_root: Path) -> None:
     """One claim's page, its .ipynb download, thumbnail and logs, inside the gallery."""
     from replica.notebooks import export_html
@@ -208,15 +238,7 @@ def claim_page(slug: str, scale: str, gallery: Path, results_root: Path) -> None
     claims.mkdir(parents=True, exist_ok=True)
     shutil.copy(results / "notebook.ipynb", claims / f"{slug}.ipynb")
     shutil.copy(results / "figure.png", claims / f"{slug}.png")
-    logs_dir = claims / f"{slug}_logs"
-    if logs_dir.exists():
-        shutil.rmtree(logs_dir)
-    logs_dir.mkdir()
-    logs = {}
-    for log in sorted((results / "logs").rglob("*.log")):
-        name = "_".join(log.relative_to(results / "logs").with_suffix("").parts)
-        shutil.copy(log, logs_dir / f"{name}.log")
-        logs[f"log: {name}"] = f"{slug}_logs/{name}.log"
+    logs = copy_logs(slug, results, claims)
     export_html(
         results / "notebook.ipynb",
         results / "verdict.json",
@@ -225,6 +247,36 @@ def claim_page(slug: str, scale: str, gallery: Path, results_root: Path) -> None
         logs,
         claim_runtimes(results),
     )
+
+
+def error_page(slug: str, scale: str, gallery: Path, results_root: Path, reason: str) -> None:
+    """A claim page without a notebook: the reason and the logs (the chain stopped early)."""
+    from replica.notebooks import placeholder_figure
+
+    results = results_root / scale / slug
+    claims = gallery / "claims"
+    logs = copy_logs(slug, results, claims)
+    placeholder_figure(claims / f"{slug}.png", "no result: the chain failed")
+    page = _environment().get_template("error_page.html.j2").render(
+        slug=slug, reason=reason, logs=sorted(logs.items())
+    )
+    runtime.write_text(claims / f"{slug}.html", page)
+
+
+def build_after_failure(scale: str, gallery: Path, results_root: Path, slugs: list[str]) -> int:
+    """The gallery of a run in which some job failed (Snakemake's onerror): every claim gets
+    a card, the ones whose chain stopped an error card with the reason and the logs."""
+    gallery.mkdir(parents=True, exist_ok=True)
+    if not (gallery / "assets").exists():
+        copy_assets(gallery)
+    reg = registry.load_registry()
+    for slug in slugs:
+        results = results_root / scale / slug
+        entry = claim_entry(reg[slug], results)
+        if entry["status"] == "error" or not (gallery / entry["page"]).exists():
+            error_page(slug, scale, gallery, results_root, entry["reason"])
+    build(scale, gallery, results_root, slugs)
+    return check_errors(gallery / "summary.json")
 
 
 def check_errors(summary_path: Path) -> int:

@@ -25,7 +25,7 @@ def mathjax_dir() -> Path:
     return Path(spec.submodule_search_locations[0]) / "static"
 
 
-def _placeholder_figure(path: Path, message: str) -> None:
+def placeholder_figure(path: Path, message: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,7 +88,7 @@ def execute(slug: str, scale: str, results_dir, out, figure) -> None:
     runtime.write_json(out, nb)
     tmp.unlink(missing_ok=True)
     if not figure.exists():
-        _placeholder_figure(figure, "no figure" if error is None else "notebook failed")
+        placeholder_figure(figure, "no figure" if error is None else "notebook failed")
 
 
 def _provenance_rows(provenance: dict, notebook: dict, runtimes: dict) -> list[tuple]:

@@ -162,7 +162,8 @@ def findings(verdict: dict) -> str:
     lines.append(counts_text(verdict) + ".")
     key = verdict.get("key") or {}
     if key.get("measured") is not None:
-        text = f"Key statistic, {key['label']}: measured {interval_text(key)}"
+        measured = {"value": key["measured"], "ci": key.get("ci"), "n": key.get("n")}
+        text = f"Key statistic, {key['label']}: measured {interval_text(measured)}"
         if key.get("theory") is not None:
             text += f" vs theory {_fmt(key['theory'])}"
             if key["theory"] not in (0, 0.0):

@@ -2,7 +2,10 @@
 
 A step that fails writes an error record in place of its output (and exits 0), so the
 failure travels down the chain to an ``error`` verdict and the rest of the gallery still
-builds; the workflow's last rule turns any error into a non-zero exit status.
+builds; the workflow's last rule turns any error into a non-zero exit status. Training is the
+exception: its output enters Snakemake's between-workflow cache, so a failed training writes
+no output, leaves its reason in ``<out>.error.json`` and fails its job; the workflow's
+``onerror`` handler then builds the gallery with an error card for that claim.
 
     python -m replica <step> <slug> --scale S [--point P] --out PATH [inputs...]
     python -m replica run <slug> --scale smoke --results DIR     # whole chain, no Snakemake
@@ -140,7 +143,20 @@ def train(slug, scale, point, data, out, base_seed=0, device="auto"):
             runtime.write_npz(out, {**arrays, TRAIN_SECONDS_KEY: time.perf_counter() - started})
             ckpt.clear()
 
-    return _guarded(f"train {point}", Path(out), _npz_error, body)
+    Path(train_error_path(out)).unlink(missing_ok=True)
+    return _guarded(f"train {point}", Path(out), _train_error, body)
+
+
+def train_error_path(out) -> Path:
+    """Where a failed training leaves its reason: beside, never in, the (cached) output."""
+    return Path(f"{out}.error.json")
+
+
+def _train_error(out: Path, message: str) -> None:
+    # A train output is stored in Snakemake's between-workflow cache once its job succeeds,
+    # so a failed training writes no output and fails its job (nothing enters the cache);
+    # the reason goes beside it for the gallery's error card.
+    runtime.write_json(train_error_path(out), {ERROR_KEY: message})
 
 
 def measure(slug, scale, data, runs, out, base_seed=0):
@@ -198,8 +214,12 @@ def run_chain(slug: str, scale: str, results: Path, base_seed: int = 0, device="
     runs = []
     for point in manifest.points(scale):
         runs.append(root / "train" / f"{point}.npz")
-        train(slug, scale, point, root / "data.npz", runs[-1], base_seed, device)
-    measure(slug, scale, root / "data.npz", runs, root / "metrics.json", base_seed)
+        if not train(slug, scale, point, root / "data.npz", runs[-1], base_seed, device):
+            reason = runtime.read_json(train_error_path(runs[-1]))[ERROR_KEY]
+            runtime.write_json(root / "metrics.json", {ERROR_KEY: reason})
+            break
+    else:
+        measure(slug, scale, root / "data.npz", runs, root / "metrics.json", base_seed)
     verdict(
         slug,
         scale,
@@ -238,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.step == "theory":
         theory(s, sc, args.data, args.out, seed)
     elif args.step == "train":
-        train(s, sc, args.point, args.data, args.out, seed, args.device)
+        if not train(s, sc, args.point, args.data, args.out, seed, args.device):
+            return 1
     elif args.step == "measure":
         measure(s, sc, args.data, args.runs, args.out, seed)
     elif args.step == "verdict":

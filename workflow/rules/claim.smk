@@ -114,7 +114,13 @@ rule verdict:
         sources=claim_sources,
         code=code("verdicts.py"),
     output:
-        verdict=f"{RESULTS}/verdict.json",
+        verdict=report(
+            f"{RESULTS}/verdict.json",
+            caption="../report/verdict.rst",
+            category=claim_theme,
+            subcategory="{slug}",
+            labels={"claim": "{slug}", "file": "verdict"},
+        ),
         provenance=f"{RESULTS}/provenance.json",
     log:
         f"{RESULTS}/logs/verdict.log",
@@ -146,7 +152,13 @@ rule notebook:
         code=code("report.py", "notebooks.py"),
     output:
         notebook=f"{RESULTS}/notebook.ipynb",
-        figure=f"{RESULTS}/figure.png",
+        figure=report(
+            f"{RESULTS}/figure.png",
+            caption="../report/figure.rst",
+            category=claim_theme,
+            subcategory="{slug}",
+            labels={"claim": "{slug}", "file": "main figure"},
+        ),
     log:
         f"{RESULTS}/logs/notebook.log",
     benchmark:

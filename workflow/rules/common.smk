@@ -63,6 +63,11 @@ def manifest(wildcards):
     return registry.require_claim(wildcards.slug, REGISTRY)
 
 
+def claim_theme(wildcards):
+    """The report groups a claim's figure, verdict and page under its theme."""
+    return manifest(wildcards).data["theme"]
+
+
 def claim_sources(wildcards):
     """The claim module, the replica modules it imports and the step driver that runs them:
     editing any of them re-runs the chain (and changes the training cache key)."""

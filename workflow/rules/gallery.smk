@@ -17,7 +17,13 @@ rule claim_page:
         provenance=f"results/{SCALE}/{{slug}}/provenance.json",
         code=code("gallery.py", "notebooks.py", "templates/claim_page.html.j2"),
     output:
-        page=f"{GALLERY}/claims/{{slug}}.html",
+        page=report(
+            f"{GALLERY}/claims/{{slug}}.html",
+            caption="../report/page.rst",
+            category=claim_theme,
+            subcategory="{slug}",
+            labels={"claim": "{slug}", "file": "claim page"},
+        ),
         notebook=f"{GALLERY}/claims/{{slug}}.ipynb",
         thumbnail=f"{GALLERY}/claims/{{slug}}.png",
         logs=directory(f"{GALLERY}/claims/{{slug}}_logs"),
