@@ -1,6 +1,6 @@
 """CITATION.cff for the workspace, with every registered claim's paper as a reference.
 
-    python -m replica.citation > CITATION.cff      (tests/test_contract.py checks it is current)
+python -m replica.citation > CITATION.cff      (tests/test_contract.py checks it is current)
 """
 
 from __future__ import annotations

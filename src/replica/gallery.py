@@ -257,8 +257,10 @@ def error_page(slug: str, scale: str, gallery: Path, results_root: Path, reason:
     claims = gallery / "claims"
     logs = copy_logs(slug, results, claims)
     placeholder_figure(claims / f"{slug}.png", "no result: the chain failed")
-    page = _environment().get_template("error_page.html.j2").render(
-        slug=slug, reason=reason, logs=sorted(logs.items())
+    page = (
+        _environment()
+        .get_template("error_page.html.j2")
+        .render(slug=slug, reason=reason, logs=sorted(logs.items()))
     )
     runtime.write_text(claims / f"{slug}.html", page)
 
