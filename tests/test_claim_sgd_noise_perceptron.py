@@ -131,11 +131,45 @@ def test_measure_recovers_synthetic_exponents():
     }
     out = claim.measure({}, {"data-chi1": run}, {"data-chi1": {"data": "chi1"}}, {"d": 4})
     m = out["chi1"]
-    assert m["b"]["value"] == pytest.approx(2.0, abs=1e-9)
-    assert m["wperp_slope"]["value"] == pytest.approx(0.0, abs=1e-9)
-    assert m["u_slope"]["value"] == pytest.approx(0.5, abs=1e-9)
+    assert len(m["b"]) == seeds  # one fit per seed, aggregated by the judge
+    assert m["b"] == pytest.approx([2.0] * seeds, abs=1e-9)
+    assert m["wperp_slope"] == pytest.approx([0.0] * seeds, abs=1e-9)
+    assert m["u_slope"] == pytest.approx([0.5] * seeds, abs=1e-9)
     # |dw| = sqrt(w1^2 + 4) is close to w1: a just below 0.5
-    assert 0.49 < m["a"]["value"] < 0.5
+    assert all(0.49 < a < 0.5 for a in m["a"])
+
+
+def _kind_metrics(a, b, wperp_slope, finished=1.0):
+    return {
+        "a": a,
+        "b": b,
+        "u_slope": a,
+        "wperp_slope": wperp_slope,
+        "wperp_over_t": [[1.0, 1.0]],
+        "all_finished": finished,
+    }
+
+
+def test_verdict_returns_per_seed_statistics_and_undefined_runs_are_none():
+    theory = {
+        k: {"a": 1 / (1 + c), "b": (3 + c) / (1 + c), "wperp_over_t": [1.0, 1.0]}
+        for k, c in claim.CHI.items()
+    }
+    theory["gap"] = {"a": 0.15}
+    metrics = {
+        "chi0": _kind_metrics([1.0, 0.9], [3.0, 2.8], [0.02, -0.05]),
+        "chi1": _kind_metrics([0.5, 0.45], [2.0, 1.9], [-0.08, 0.01]),
+        "chi2": _kind_metrics([0.3, 0.35], [1.6, 1.7], [0.0, 0.03]),
+        "gap": _kind_metrics([0.1, 0.12], [1.0, 1.0], [0.0, 0.0]),
+    }
+    st = claim.verdict(metrics, theory, {})
+    assert st["a_spread_chi0_chi2"] == pytest.approx([0.7, 0.55])
+    assert st["wperp_slope_max"] == pytest.approx([0.08, 0.05])  # one max per seed
+    assert st["a_chi1"] == [0.5, 0.45] and st["a_theory_chi1"] == 0.5
+    assert st["a_gap"] == [0.1, 0.12]
+    metrics["chi1"]["all_finished"] = 0.0  # a run hit max_kicks: exponents undefined
+    st = claim.verdict(metrics, theory, {})
+    assert st["a_chi1"] is None and st["wperp_slope_max"] is None
 
 
 def test_smoke_chain(tmp_path):

@@ -106,8 +106,12 @@ def test_outcome_classes_and_sign_agreement_on_hand_made_input():
     assert res["correct"][0].tolist() == [0.25, 0.0]
     assert res["incorrect"][0].tolist() == [0.25, 0.25]
     assert res["diverged"][0].tolist() == [0.0, 0.25]
+    assert res["collapsed"][:, 0, 0].tolist() == [1, 0, 0, 1]  # per seed, for the verdict
     p = np.array([[0.9, 0.1], [0.6, 0.4]])
     assert claim.sign_agreement(p, np.array([[-1.0, 1.0], [1.0, 1.0]])) == 0.75
+    per_seed = np.array([[[1, 0], [0, 0]], [[0, 0], [0, 1]]])  # 2 seeds
+    agree = claim.sign_agreement(per_seed, np.array([[-1.0, 1.0], [1.0, 1.0]]))
+    assert agree.tolist() == [1.0, 0.5]
 
 
 def test_verdict_on_hand_made_metrics():
@@ -121,19 +125,49 @@ def test_verdict_on_hand_made_metrics():
         }
         for b in ("b1", "b16")
     }
+    n = 20
+    c1 = np.zeros((n, 2, 3))
+    c1[:19, 1, 0] = 1  # P(collapse) 0.95 in the stable cell
+    c1[:6, 1, 1] = 1  # 0.3 in the -0.01 cell (inside the margin)
+    csym = np.zeros((n, 2, 3))
+    csym[::2, 0, :2] = 1  # half the seeds collapse along u = -v at s = 0
     zeros = np.zeros((2, 3))
-    b1 = {"collapse": np.array([[0.0, 0.0, 0.0], [0.95, 0.3, 0.0]]), "diverged": zeros}
-    b16 = {"collapse": zeros, "diverged": zeros}
-    sym = {"collapse": np.array([[0.5, 0.5, 0.0], [0.0, 0.0, 0.0]]), "diverged": zeros}
-    metrics = {"noise": [0.0, 10.0], "seeds": 20, "arms": {"b1": b1, "b16": b16, "signsym": sym}}
+
+    def arm(c):
+        return {"collapsed": c, "collapse": c.mean(0), "diverged": zeros}
+
+    metrics = {
+        "noise": [0.0, 10.0],
+        "seeds": n,
+        "arms": {"b1": arm(c1), "b16": arm(np.zeros_like(c1)), "signsym": arm(csym)},
+    }
     st = claim.verdict(metrics, theory, {"margin": 0.02})
-    assert st["collapse_where_stable_mean"]["value"] == pytest.approx(0.95)
-    assert st["collapse_where_unstable_max"]["value"] == 0.0
-    assert st["sign_agreement_b1"]["value"] == pytest.approx(5 / 6)  # the -0.01 cell disagrees
-    assert st["max_collapse_b1"]["value"] == pytest.approx(0.95)
-    assert st["collapse_without_noise_max"]["value"] == 0.0
-    assert st["collapse_cells_ratio_b16_b1"] == 0.0
-    assert st["signsym_artefact_collapse"]["value"] == pytest.approx(0.5)
+    assert len(st["collapse_where_stable_mean"]) == n  # every gated statistic is per seed
+    assert np.mean(st["collapse_where_stable_mean"]) == pytest.approx(0.95)
+    assert np.mean(st["collapse_where_stable_min"]) == pytest.approx(0.95)  # one stable cell
+    assert st["collapse_where_unstable_max"] == [0.0] * n
+    # per seed: the -0.01 cell disagrees for the 14 seeds that did not collapse there, and
+    # the stable cell for the one seed that did not collapse
+    expected = np.full(n, 5 / 6)
+    expected[:6] = 1.0
+    expected[19] = 4 / 6
+    assert st["sign_agreement_b1"] == pytest.approx(expected.tolist())
+    assert st["sign_agreement_majority_b1"] == pytest.approx(5 / 6)
+    assert np.mean(st["max_collapse_b1"]) == pytest.approx(0.95)
+    assert st["collapse_without_noise_max"] == [0.0] * n
+    assert st["collapse_cells_ratio_b16_b1"] == [0.0] * n
+    assert np.mean(st["signsym_artefact_collapse"]) == pytest.approx(0.5)
+
+
+def test_extreme_cell_is_chosen_on_all_seeds():
+    c = np.zeros((4, 1, 3))
+    c[:, 0, 0] = [1, 1, 1, 0]  # P = 0.75
+    c[:, 0, 1] = [1, 0, 0, 0]  # P = 0.25: the lowest
+    c[:, 0, 2] = 1  # P = 1, not selected
+    cells = np.array([[True, True, False]])
+    assert claim.at_extreme_cell(c, cells, lowest=True) == [1.0, 0.0, 0.0, 0.0]
+    assert claim.at_extreme_cell(c, cells, lowest=False) == [1.0, 1.0, 1.0, 0.0]
+    assert claim.at_extreme_cell(c, np.zeros_like(cells), lowest=True) is None
 
 
 def test_smoke_chain_runs(tmp_path):

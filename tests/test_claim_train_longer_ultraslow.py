@@ -75,6 +75,47 @@ def test_regime_adaptation_matches_update_counts():
     assert ad["lr"] == pytest.approx(0.05 * 4) and ad["ghost"] == 16
 
 
+def test_closed_fraction_uses_each_seeds_own_gap():
+    sb, lb = np.array([0.80, 0.70, 0.60]), np.array([0.70, 0.70, 0.65])
+    arm = np.array([0.78, 0.75, 0.70])
+    # seed 0: 0.08 / 0.10; seeds 1 and 2 have no gap and get the stated value
+    assert tl.closed_fraction(arm, lb, sb, 0.0) == pytest.approx([0.8, 0.0, 0.0])
+    assert tl.closed_fraction(arm, lb, sb, 1.0) == pytest.approx([0.8, 1.0, 1.0])
+
+
+def test_verdict_returns_per_seed_lists():
+    def arm(acc, ratio=1.0):
+        return {
+            "test_acc": acc,
+            "r2_log": [0.99, 0.98],
+            "aic_log_minus_power": [-12.0, -11.0],
+            "decade_ratio": [ratio, ratio],
+        }
+
+    metrics = {
+        "arms": {
+            "sb": arm([0.8, 0.9]),
+            "lb": arm([0.7, 0.8]),
+            "lb_sqrt": arm([0.72, 0.82]),
+            "lb_sqrt_gbn": arm([0.74, 0.83]),
+            "lb_adapted": arm([0.79, 0.89]),
+            "quadratic": {"r2_log": [0.1, 0.2], "decade_ratio": [0.02, 0.03]},
+        }
+    }
+    theory = {
+        "log_law_decade_ratio": 1.0,
+        "ou_decade_ratio": 0.025,
+        "lr_ratio_sqrt": 4.0,
+        "lr_ratio_noise_matched": 4.1,
+    }
+    st = tl.verdict(metrics, theory, {})
+    assert st["gap_sb_minus_lb"] == pytest.approx([0.1, 0.1])
+    assert st["gap_closed_fraction"] == pytest.approx([0.9, 0.9])
+    assert st["gbn_gap_closed_fraction"] == pytest.approx([0.4, 0.3])
+    assert st["quadratic_decade_ratio"] == [0.02, 0.03]
+    assert st["theory_log_decade_ratio"] == 1.0
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_smoke_chain(tmp_path):
     result = run_chain("train_longer_ultraslow", "smoke", tmp_path)

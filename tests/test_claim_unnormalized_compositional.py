@@ -108,7 +108,10 @@ def test_verdict_on_hand_made_metrics():
     assert st["nce_step_growth"] == 100.0
     assert st["nce_steps_vs_theory_log2"] == pytest.approx(1.0)
     assert st["compositional_step_growth"] == 1.5
-    assert st["sgd_compositional_faster_at_2"]["value"] == 0.75  # 3 of 4 seeds
+    ratio = st["sgd_log2_step_ratio_at_2"]  # per seed log2(NCE steps / SCGD steps)
+    assert ratio == pytest.approx([np.log2(10), np.log2(50 / 60), 1.0, np.log2(12)])
+    assert np.mean(np.asarray(ratio) > 0) == 0.75  # 3 of 4 seeds: SCGD faster
+    assert st["nce_step_growth_theory"] == 50.0
     assert st["near_noise_step_ratio"] == 2.0
     assert st["q_equals_p_step_ratio_at_4"] == 2.0
 

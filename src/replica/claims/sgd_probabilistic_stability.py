@@ -182,11 +182,13 @@ def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str
 
 # ----------------------------------------------------------------------------- measure
 def outcomes(u: np.ndarray, v: np.ndarray, diverged: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-cell fractions over seeds (axis 0) of the four outcome classes."""
+    """Per-cell fractions over seeds (axis 0) of the four outcome classes, and the per-seed
+    collapse indicator (S, N_s, N_lr) that the verdict's per-seed statistics are built from."""
     alive = ~diverged
     collapse = alive & (np.abs(u) < COLLAPSE_TOL) & (np.abs(v) < COLLAPSE_TOL)
     prod = u * v
     return {
+        "collapsed": collapse.astype(np.uint8),
         "collapse": collapse.mean(0),
         "correct": (alive & (prod > 0.1)).mean(0),
         "incorrect": (alive & (prod < -0.1)).mean(0),
@@ -203,16 +205,38 @@ def measure(data, runs: dict, points: dict, params: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- verdict
-def sign_agreement(p_collapse: np.ndarray, lyap_max: np.ndarray) -> float:
-    """Fraction of cells where 'collapse in most seeds' equals 'Lambda_max < 0'."""
-    return float(np.mean((p_collapse >= 0.5) == (lyap_max < 0)))
+def sign_agreement(collapsed: np.ndarray, lyap_max: np.ndarray) -> np.ndarray:
+    """Per seed: the fraction of cells where 'this seed collapsed' equals 'Lambda_max < 0'.
+
+    collapsed (S, N_s, N_lr) of 0/1 or a single (N_s, N_lr) map -> (S,) or a number."""
+    agree = (np.asarray(collapsed) >= 0.5) == (np.asarray(lyap_max) < 0)
+    return agree.mean(axis=(-2, -1))
+
+
+def share_in(collapsed: np.ndarray, cells: np.ndarray) -> list[float] | None:
+    """Per seed, the share of the selected cells in which the seed collapsed (None: no cell)."""
+    if not cells.any():
+        return None
+    return [float(x) for x in collapsed[:, cells].mean(1)]
+
+
+def at_extreme_cell(collapsed: np.ndarray, cells: np.ndarray, lowest: bool) -> list[float] | None:
+    """Per seed, 0/1 at the selected cell with the lowest (or highest) collapse probability over
+    all seeds: the seed mean is the old min (max) over cells of P(collapse)."""
+    if not cells.any():
+        return None
+    p = collapsed.mean(0).astype(float)
+    masked = np.where(cells, p, np.inf if lowest else -np.inf)
+    flat = int(np.argmin(masked) if lowest else np.argmax(masked))
+    i, j = np.unravel_index(flat, p.shape)
+    return [float(x) for x in collapsed[:, i, j]]
 
 
 def verdict(metrics: dict, theory: dict, params: dict) -> dict:
+    """Per-seed statistics (lists in seed order) for every gated quantity; see the manifest."""
     margin = params["margin"]
-    n_seeds = metrics["seeds"]
-    b1, b16, sym = (
-        {k: np.asarray(v) for k, v in metrics["arms"][a].items()} for a in ("b1", "b16", "signsym")
+    c1, c16, csym = (
+        np.asarray(metrics["arms"][a]["collapsed"], dtype=float) for a in ("b1", "b16", "signsym")
     )
     lam1 = np.asarray(theory["b1"]["lyap_max"])
     lam16 = np.asarray(theory["b16"]["lyap_max"])
@@ -220,43 +244,30 @@ def verdict(metrics: dict, theory: dict, params: dict) -> dict:
     noise = np.asarray(metrics["noise"])
     minus1 = np.asarray(theory["b1"]["lyap_minus"])
     artefact_cells = (noise[:, None] == 0) & (minus1 <= -margin)
-    n_collapse_b1 = int((b1["collapse"] >= 0.5).sum())
-    n_collapse_b16 = int((b16["collapse"] >= 0.5).sum())
+    no_noise = np.broadcast_to(noise[:, None] == 0, lam1.shape)
+    everywhere = np.ones_like(lam1, dtype=bool)
+    n1, n16 = c1.sum((1, 2)), c16.sum((1, 2))  # collapsed cells per seed
+    b1_map = np.asarray(metrics["arms"]["b1"]["collapse"])
+    b16_map = np.asarray(metrics["arms"]["b16"]["collapse"])
     return {
-        "collapse_where_stable_mean": {
-            "value": float(b1["collapse"][stable].mean()) if stable.any() else None,
-            "n": n_seeds,
-        },
-        "collapse_where_stable_min": {
-            "value": float(b1["collapse"][stable].min()) if stable.any() else None,
-            "n": n_seeds,
-        },
-        "collapse_where_unstable_max": {
-            "value": float(b1["collapse"][unstable].max()) if unstable.any() else None,
-            "n": n_seeds,
-        },
-        "sign_agreement_b1": {"value": sign_agreement(b1["collapse"], lam1), "n": n_seeds},
-        "sign_agreement_b16": {"value": sign_agreement(b16["collapse"], lam16), "n": n_seeds},
+        "collapse_where_stable_mean": share_in(c1, stable),
+        "collapse_where_stable_min": at_extreme_cell(c1, stable, lowest=True),
+        "collapse_where_unstable_max": at_extreme_cell(c1, unstable, lowest=False),
+        "sign_agreement_b1": [float(x) for x in sign_agreement(c1, lam1)],
+        "sign_agreement_b16": [float(x) for x in sign_agreement(c16, lam16)],
+        # the old majority-vote agreement over cells, reported next to the per-seed one
+        "sign_agreement_majority_b1": float(sign_agreement(b1_map, lam1)),
+        "sign_agreement_majority_b16": float(sign_agreement(b16_map, lam16)),
         "n_stable_cells": int(stable.sum()),
         "n_unstable_cells": int(unstable.sum()),
-        # controls
-        "max_collapse_b1": {"value": float(b1["collapse"].max()), "n": n_seeds},
+        # ablations
+        "collapse_without_noise_max": at_extreme_cell(c1, no_noise, lowest=False),
+        "collapse_cells_ratio_b16_b1": [float(x) for x in n16 / np.maximum(n1, 1)],
+        # preconditions and reported numbers
+        "max_collapse_b1": at_extreme_cell(c1, everywhere, lowest=False),
         "max_moment_growth_b1_min": float(np.asarray(theory["b1"]["moment_growth"]).min()),
-        "collapse_without_noise_max": {
-            "value": float(b1["collapse"][noise == 0].max()),
-            "n": n_seeds,
-        },
-        "collapse_cells_ratio_b16_b1": n_collapse_b16 / max(n_collapse_b1, 1),
-        "signsym_artefact_collapse": {
-            "value": float(sym["collapse"][artefact_cells].mean())
-            if artefact_cells.any()
-            else None,
-            "n": n_seeds,
-        },
-        "iid_collapse_same_cells": {
-            "value": float(b1["collapse"][artefact_cells].mean()) if artefact_cells.any() else None,
-            "n": n_seeds,
-        },
-        "diverged_fraction_b1": float(b1["diverged"].mean()),
+        "signsym_artefact_collapse": share_in(csym, artefact_cells),
+        "iid_collapse_same_cells": share_in(c1, artefact_cells),
+        "diverged_fraction_b1": float(np.asarray(metrics["arms"]["b1"]["diverged"]).mean()),
         "theory_agreement": 1.0,
     }
