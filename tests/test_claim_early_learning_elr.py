@@ -113,6 +113,34 @@ def test_phase_statistics_on_hand_made_input():
     assert np.allclose(s["max_frac_noisy"], [0.8, 0.4])
 
 
+def test_verdict_returns_per_seed_lists():
+    arm = {
+        "frac_true": [[0.5, 0.95, 0.2], [0.6, 0.7, 0.9]],
+        "frac_noisy": [[0.5, 0.05, 0.8], [0.4, 0.3, 0.1]],
+        "test_acc": [[0.9, 0.99, 0.7], [0.8, 0.85, 0.9]],
+    }
+    metrics = {"arms": {name: arm for name in ("gd", "elr", "elr_weak", "lowdim")}}
+    theory = {
+        "svm_test_acc": [0.7, None],
+        "lp_margin_main": [0.1, 0.2],
+        "lp_margin_lowdim": [-0.3, -0.1],
+        "early_frac_true": [0.9, 0.8],
+        "early_test_acc": [0.99, 0.98],
+        "memorized_limit_main": 1.0,
+        "elr_lambda_critical": 2.0,
+    }
+    stats = elr.verdict(metrics, theory, {})
+    assert stats["gd_final_frac_noisy"] == pytest.approx([0.8, 0.1])
+    assert stats["gd_test_acc_drop"] == pytest.approx([0.29, 0.0])
+    assert stats["lowdim_max_frac_noisy"] == pytest.approx([0.8, 0.4])
+    assert stats["lp_margin_lowdim"] == pytest.approx([-0.3, -0.1])
+    assert stats["theory_svm_test_acc"] == pytest.approx(0.7)
+    assert stats["theory_lowdim_lp_margin"] == pytest.approx(-0.1)
+    for name, value in stats.items():
+        if not name.startswith("theory_") or name.endswith("_per_seed"):
+            assert isinstance(value, list) and len(value) == 2, name
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_smoke_chain(tmp_path):
     result = run_chain("early_learning_elr", "smoke", tmp_path)

@@ -112,3 +112,44 @@ def test_measurement_helpers_on_hand_made_input():
 def test_smoke_chain_runs(tmp_path):
     result = run_chain("signgd_transformer", "smoke", tmp_path)
     assert result["status"] != "error", result["reason"]
+
+
+def test_adam_eps_dominated_share_on_hand_made_state():
+    opt = claim.Optimizer("adam", 1e-3, eps=1e-12)
+    opt.t = 1  # bias correction 1 - 0.999 = 1e-3: sqrt(v_hat) = sqrt(v / 1e-3)
+    v = torch.tensor([[[1e-30, 1e-3, 0.0, 1e-3]], [[1e-3, 1e-3, 1e-3, 1e-3]]], dtype=torch.float64)
+    opt.state["wv"] = (torch.zeros_like(v), v)
+    share = opt.eps_dominated_share(1e-12, seeds=2)
+    # seed 0: sqrt(1e-27) < 1e-10 counts, sqrt(1) does not, v = 0 is inactive
+    np.testing.assert_allclose(share.numpy(), [1 / 3, 0.0])
+
+
+def test_verdict_returns_per_seed_lists():
+    def arm(test_loss, train_loss=1e-4):
+        final = {
+            "train_loss": np.full(3, train_loss),
+            "test_loss": np.asarray(test_loss),
+            "train_attn_noise": np.ones(3),
+            "test_acc": np.full(3, 0.5),
+        }
+        return {
+            "final": final,
+            "stage_one_ratio": np.full(3, 2.0),
+            "eps_dominated_share": np.zeros(3),
+            "eps_dominated_share_1e-8": np.zeros(3),
+        }
+
+    metrics = {"signgd": arm([0.5, 0.4, 0.2]), "adam": arm([0.5, 0.8, 0.2]), "gd": arm([0.01] * 3)}
+    theory = {
+        "ratio_sign": np.full(3, 2.0),
+        "ratio_gd": np.full(3, 0.1),
+        "test_loss_unlearned": 0.69,
+    }
+    stats = claim.verdict(metrics, theory, {})
+    assert stats["adam_signgd_test_ratio"] == pytest.approx([1.0, 2.0, 1.0])
+    assert stats["signgd_stage_one_error"] == pytest.approx([0.0, 0.0, 0.0])
+    assert stats["adam_eps_dominated_share"] == pytest.approx([0.0, 0.0, 0.0])
+    for name, value in stats.items():
+        assert isinstance(value, float if name.startswith("theory_") else list), name
+        if isinstance(value, list):
+            assert len(value) == 3, name

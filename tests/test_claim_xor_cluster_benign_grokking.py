@@ -120,3 +120,27 @@ def test_smoke_chain(tmp_path):
     result = run_chain("xor_cluster_benign_grokking", "smoke", tmp_path)
     assert result["status"] != "error", result["reason"]
     assert {r["name"] for r in result["controls"]} >= {"low_dim_does_not_memorise_at_step1"}
+
+
+def test_verdict_returns_per_seed_lists():
+    def arm(test1, final):
+        step1 = {"train_acc": [1.0, 0.99], "flipped_fit": [1.0, 1.0], "test_acc": test1}
+        final = {"train_acc": [1.0, 1.0], "flipped_fit": [1.0, 1.0], "test_acc": final}
+        return {"step1": step1, "final": final, "grok_step": [5.0, 201.0]}
+
+    metrics = {
+        "arms": {
+            "xor": arm([0.45, 0.56], [0.99, 0.85]),
+            "linear": arm([1.0, 0.9], [1.0, 1.0]),
+            "lowdim": arm([0.5, 0.5], [0.9, 0.9]),
+        }
+    }
+    theory = {"step1_test_acc": 0.5, "xor_bayes_clean_acc": 0.999}
+    stats = xg.verdict(metrics, theory, {})
+    assert stats["step1_test_acc"] == pytest.approx([0.45, 0.56])
+    assert stats["step1_test_gap"] == pytest.approx([0.05, 0.06])
+    assert stats["final_test_acc"] == pytest.approx([0.99, 0.85])
+    assert stats["linear_step1_test_gap"] == pytest.approx([0.5, 0.4])
+    assert stats["theory_step1_test_acc"] == 0.5
+    for name, value in stats.items():
+        assert isinstance(value, float if name.startswith("theory_") else list), name

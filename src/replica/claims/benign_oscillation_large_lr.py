@@ -38,7 +38,6 @@ import torch
 
 from replica import runtime
 from replica import signal_noise as sn
-from replica.verdicts import mean_ci
 
 WEAK, STRONG = 0, 1  # coordinates of v and u
 NO_CLASSIFIER_ACC = 0.5  # accuracy credited to a run that diverged (it has no classifier)
@@ -231,21 +230,27 @@ def lr_index(lrs, value: float) -> int:
 
 
 def verdict(metrics: dict, theory: dict, params: dict) -> dict:
+    """Per-seed statistics (lists in seed order); the judge aggregates them."""
     main = metrics["arms"][rho_key(params["rho_main"])]
     ctrl = metrics["arms"][rho_key(0.0)]
     small, large = (lr_index(main["lrs"], params[k]) for k in ("lr_small", "lr_large"))
-    acc, acc0 = np.asarray(main["weak_acc_final"]), np.asarray(ctrl["weak_acc_final"])
-    rise = np.asarray(main["max_loss_rise"])
+    acc = np.asarray(main["weak_acc_final"], dtype=float)
+    acc0 = np.asarray(ctrl["weak_acc_final"], dtype=float)
+    rise = np.asarray(main["max_loss_rise"], dtype=float)
+
+    def seeds(values):
+        return [float(x) for x in np.asarray(values, dtype=float)]
+
     return {
-        "large_lr_weak_acc": mean_ci(acc[large]),
-        "small_lr_weak_acc": mean_ci(acc[small]),
-        "weak_acc_gap": mean_ci(acc[large] - acc[small]),  # paired by seed
-        "large_lr_loss_rise": mean_ci(rise[large]),
-        "large_lr_diverged": mean_ci(np.asarray(main["diverged"])[large]),
-        "small_lr_loss_rise": mean_ci(rise[small]),
-        "small_lr_train_acc": mean_ci(np.asarray(main["train_acc_final"])[small]),
-        "rho0_small_lr_weak_acc": mean_ci(acc0[small]),
-        "rho0_weak_acc_gap": mean_ci(acc0[large] - acc0[small]),
-        "theory_large_lr_weak_acc": theory["weak_only_acc_weak_learner"],
-        "theory_small_lr_weak_acc": theory["weak_only_acc_strong_learner"],
+        "large_lr_weak_acc": seeds(acc[large]),
+        "small_lr_weak_acc": seeds(acc[small]),
+        "weak_acc_gap": seeds(acc[large] - acc[small]),  # paired by seed
+        "large_lr_loss_rise": seeds(rise[large]),
+        "large_lr_diverged": seeds(np.asarray(main["diverged"])[large]),
+        "small_lr_loss_rise": seeds(rise[small]),
+        "small_lr_train_acc": seeds(np.asarray(main["train_acc_final"])[small]),
+        "rho0_small_lr_weak_acc": seeds(acc0[small]),
+        "rho0_weak_acc_gap": seeds(acc0[large] - acc0[small]),
+        "theory_large_lr_weak_acc": float(theory["weak_only_acc_weak_learner"]),
+        "theory_small_lr_weak_acc": float(theory["weak_only_acc_strong_learner"]),
     }

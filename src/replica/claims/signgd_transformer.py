@@ -46,10 +46,10 @@ import torch.nn.functional as F  # noqa: N812 - torch convention
 
 from replica import runtime
 from replica import signal_noise as sn
-from replica.verdicts import mean_ci
 
 OPTIMIZERS = ("signgd", "adam", "gd")
 LOG2 = float(np.log(2.0))
+EPS_MARGIN = 100.0  # sqrt(v_hat) below EPS_MARGIN * eps: eps is not negligible there
 
 
 # ----------------------------------------------------------------------------- data
@@ -184,6 +184,21 @@ class Optimizer:
                 w -= self.lr * m_hat / (v_hat.sqrt() + self.eps)
             w.grad = None
 
+    @torch.no_grad()
+    def eps_dominated_share(self, eps: float, seeds: int) -> torch.Tensor:
+        """Adam: per seed, the share of active coordinates (v > 0) with sqrt(v_hat) below
+        EPS_MARGIN * eps, i.e. where eps changes the update (0 for a sign-like Adam)."""
+        hit = torch.zeros(seeds, dtype=torch.float64)
+        active = torch.zeros(seeds, dtype=torch.float64)
+        b2 = self.betas[1]
+        for m, v in self.state.values():
+            del m
+            root = (v / (1 - b2**self.t)).sqrt().reshape(seeds, -1).cpu()
+            on = root > 0
+            hit += (on & (root < EPS_MARGIN * eps)).double().sum(-1)
+            active += on.double().sum(-1)
+        return hit / active.clamp_min(1.0)
+
 
 @torch.no_grad()
 def snapshot(weights: dict, init: dict, tensors: dict, params: dict) -> dict:
@@ -239,6 +254,10 @@ def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str
     out = {key: torch.stack([s[key] for s in saved], dim=1) for key in saved[0]}
     out = {key: value.cpu().numpy() for key, value in out.items()}
     out["steps"] = runtime.log_spaced_steps(steps, params["n_checkpoints"], with_zero=True)
+    if kind == "adam":  # is eps negligible? the run's eps, and the torch default 1e-8
+        n_seeds = len(seeds)
+        out["eps_dominated_share"] = opt.eps_dominated_share(opt.eps, n_seeds).numpy()
+        out["eps_dominated_share_1e-8"] = opt.eps_dominated_share(1e-8, n_seeds).numpy()
     return out
 
 
@@ -263,10 +282,12 @@ def measure(data, runs: dict, points: dict, params: dict) -> dict:
     for pid, run in runs.items():
         kind = points[pid]["optimizer"]
         steps = np.asarray(run["steps"])
-        curves = {key: np.asarray(run[key]) for key in run if key != "steps"}
+        scalars = ("eps_dominated_share", "eps_dominated_share_1e-8")
+        curves = {key: np.asarray(run[key]) for key in run if key not in ("steps", *scalars)}
         out[kind] = {
             "steps": steps,
             **curves,
+            **{key: np.asarray(run[key]) for key in scalars if key in run},
             "final": {key: value[:, -1] for key, value in curves.items()},
             "stage_one_ratio": ratio_at(run, params["stage_one_step"]),
             "step_train_loss_1e-3": first_step_above(steps, -curves["train_loss"], -1e-3),
@@ -282,28 +303,36 @@ def relative_error(measured, predicted) -> np.ndarray:
 
 
 def verdict(metrics: dict, theory: dict, params: dict) -> dict:
+    """Per-seed statistics (lists in seed order); the judge aggregates them."""
     sign, adam, gd = metrics["signgd"], metrics["adam"], metrics["gd"]
-    sign_test = np.asarray(sign["final"]["test_loss"])
-    adam_test = np.asarray(adam["final"]["test_loss"])
+    sign_test = np.asarray(sign["final"]["test_loss"], dtype=float)
+    adam_test = np.asarray(adam["final"]["test_loss"], dtype=float)
+
+    def seeds(values):
+        return [float(x) for x in np.asarray(values, dtype=float)]
+
     return {
-        "signgd_train_loss": mean_ci(sign["final"]["train_loss"]),
-        "signgd_test_loss": mean_ci(sign_test),
-        "adam_train_loss": mean_ci(adam["final"]["train_loss"]),
-        "adam_test_loss": mean_ci(adam_test),
-        "adam_signgd_test_gap": mean_ci(np.abs(adam_test - sign_test) / sign_test),
-        "signgd_attn_noise": mean_ci(sign["final"]["train_attn_noise"]),
-        "signgd_stage_one_error": mean_ci(
+        "signgd_train_loss": seeds(sign["final"]["train_loss"]),
+        "signgd_test_loss": seeds(sign_test),
+        "adam_train_loss": seeds(adam["final"]["train_loss"]),
+        "adam_test_loss": seeds(adam_test),
+        "adam_signgd_test_ratio": seeds(adam_test / sign_test),
+        "adam_signgd_test_gap": seeds(np.abs(adam_test - sign_test) / sign_test),
+        "signgd_attn_noise": seeds(sign["final"]["train_attn_noise"]),
+        "signgd_stage_one_error": seeds(
             relative_error(sign["stage_one_ratio"], theory["ratio_sign"])
         ),
-        "signgd_stage_one_ratio": mean_ci(sign["stage_one_ratio"]),
+        "signgd_stage_one_ratio": seeds(sign["stage_one_ratio"]),
         "theory_stage_one_ratio": float(np.mean(theory["ratio_sign"])),
-        "adam_stage_one_ratio": mean_ci(adam["stage_one_ratio"]),
-        "gd_stage_one_ratio": mean_ci(gd["stage_one_ratio"]),
-        "gd_stage_one_error": mean_ci(relative_error(gd["stage_one_ratio"], theory["ratio_gd"])),
-        "gd_test_loss": mean_ci(gd["final"]["test_loss"]),
-        "gd_train_loss": mean_ci(gd["final"]["train_loss"]),
-        "signgd_test_acc": mean_ci(sign["final"]["test_acc"]),
-        "adam_test_acc": mean_ci(adam["final"]["test_acc"]),
-        "gd_test_acc": mean_ci(gd["final"]["test_acc"]),
+        "adam_stage_one_ratio": seeds(adam["stage_one_ratio"]),
+        "adam_eps_dominated_share": seeds(adam["eps_dominated_share"]),
+        "adam_eps_default_dominated_share": seeds(adam["eps_dominated_share_1e-8"]),
+        "gd_stage_one_ratio": seeds(gd["stage_one_ratio"]),
+        "gd_stage_one_error": seeds(relative_error(gd["stage_one_ratio"], theory["ratio_gd"])),
+        "gd_test_loss": seeds(gd["final"]["test_loss"]),
+        "gd_train_loss": seeds(gd["final"]["train_loss"]),
+        "signgd_test_acc": seeds(sign["final"]["test_acc"]),
+        "adam_test_acc": seeds(adam["final"]["test_acc"]),
+        "gd_test_acc": seeds(gd["final"]["test_acc"]),
         "theory_test_loss": float(theory["test_loss_unlearned"]),
     }
