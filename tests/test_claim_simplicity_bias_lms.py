@@ -77,9 +77,41 @@ def test_accuracy_and_worst_depth_on_hand_made_input():
     logits = np.array([[1.0, -2.0, 0.0, 3.0]])
     y = np.array([[1.0, 1.0, 1.0, 1.0]])
     assert sb.accuracy(logits, y)[0] == 0.5  # zero logit counts as wrong
-    values = [[0.9, 0.8], [0.5, 0.6], [0.99, 0.97]]
-    assert sb.worst_depth(values, "min")["value"] == pytest.approx(0.55)
-    assert sb.worst_depth(values, "max")["value"] == pytest.approx(0.98)
+    values = [[0.9, 0.8], [0.5, 0.6], [0.99, 0.97]]  # (depths, seeds)
+    assert sb.worst_depth(values, "min") == pytest.approx([0.5, 0.6])  # per seed
+    assert sb.worst_depth(values, "max") == pytest.approx([0.99, 0.97])
+
+
+def test_verdict_statistics_are_per_seed_and_judged_by_the_manifest():
+    from replica import registry, verdicts
+
+    acc = {"clean": [[1.0, 1.0]] * 3, "s_rand": [[0.5, 0.501]] * 3, "sc_rand": [[1.0, 0.999]] * 3}
+    lin95 = {"clean": [[0.95, 0.951]] * 3, "s_rand": [[0.5, 0.5]] * 3, "sc_rand": [[0.95] * 2] * 3}
+    noise = {
+        "clean": [[0.97, 0.971]] * 3,
+        "s_rand": [[0.97, 0.971]] * 3,
+        "sc_rand": [[0.5, 0.501]] * 3,
+    }
+    metrics = {"variants": {"lms": acc, "lin95": lin95, "noise": noise}}
+    theory = {
+        "sb_s_rand_acc": 0.5,
+        "sb_sc_rand_acc": 1.0,
+        "sb_lin95_acc": 0.95,
+        "bayes_lin95_acc": 1.0,
+        "noise_sc_rand_acc": 0.5,
+    }
+    stats = sb.verdict(metrics, theory, {})
+    for name, value in stats.items():
+        assert isinstance(value, float) or len(value) == 2, name
+    assert stats["noise_clean_acc"] == pytest.approx([0.97, 0.971])
+    manifest = registry.load_manifest(registry.CLAIMS_DIR / "simplicity_bias_lms.yaml").data
+    v = verdicts.judge(manifest, stats, n_seeds=2, resamples=0)
+    assert v["status"] == "replicated", v["reason"]
+    assert v["primary"] == "linear_randomised_gives_chance"
+    slabs_used = dict(stats, lms_s_rand_acc=[0.9, 0.91])  # the net uses the slabs
+    assert (
+        verdicts.judge(manifest, slabs_used, n_seeds=2, resamples=0)["status"] == "not-replicated"
+    )
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

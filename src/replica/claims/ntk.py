@@ -27,8 +27,11 @@ Training minimises the paper's cost C = 1/(2N) sum_i (f(x_i) - y_i)^2 (the empir
 p_in puts weight 1/N on each point) by GD with step eta. Linearised, the training residual
 r_t = f_t - y obeys r_{t+1} = (I - eta Theta / N) r_t, so with Theta_inf / N = sum lam_i v_i v_i^T
     v_i . r_t = (1 - eta lam_i)^t v_i . r_0     (mode i; data-only rates lam_i).
-The finite-width kernel fluctuates around Theta_inf by O(n^-1/2) and moves during training by
-O(n^-1/2) (the design's reference slope -1/2 of relative kernel change vs width).
+The paper proves that the kernel converges to Theta_inf and stays constant during training as
+n -> infinity, without a rate. At init the finite-width kernel is an average over n independent
+neurons per layer and fluctuates around Theta_inf by O(n^-1/2) (central limit theorem; the
+checked rate); its change during training only has to vanish (later finite-width analyses give
+O(1/n); the fitted slope is reported, not banded).
 
 The empirical NTK is computed in closed form from the forward activations h_{l-1} and backward
 signals delta_l = df/dz_l:  Theta = sum_l (delta_l delta_l^T) * (h_{l-1} h_{l-1}^T / n_{l-1}
@@ -41,7 +44,6 @@ import numpy as np
 import torch
 
 from replica import runtime
-from replica.verdicts import mean_ci
 
 DEPTH = 2  # hidden layers
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -126,7 +128,7 @@ def theory(data: dict[str, np.ndarray], params: dict) -> dict:
         "mode_scale": mode_scale[:k],
         "checkpoints": t,
         "mode_decay": (1 - params["lr"] * lam[:k, None]) ** t[None, :],
-        "kernel_change_slope": -0.5,
+        "init_deviation_slope": -0.5,  # central limit theorem: n^-1/2 fluctuation around Theta_inf
         "min_eigenvalue": float(lam[-1]),
     }
 
@@ -281,6 +283,7 @@ def measure_arm(data, run: dict, params: dict, theta_inf: np.ndarray, vec: np.nd
         "theta0_x0": [],
         "thetaT_x0": [],
         "train_loss_final": [],
+        "train_loss_initial": [],
     }
     for w in widths:
         theta0, theta_t = run[f"theta0__w{w}"], run[f"thetaT__w{w}"]
@@ -294,6 +297,7 @@ def measure_arm(data, run: dict, params: dict, theta_inf: np.ndarray, vec: np.nd
         out["theta0_x0"].append(theta0[:, n, n:])
         out["thetaT_x0"].append(theta_t[:, n, n:])
         out["train_loss_final"].append(0.5 * (resid[:, -1] ** 2).mean(-1))
+        out["train_loss_initial"].append(0.5 * (resid[:, 0] ** 2).mean(-1))
     return out
 
 
@@ -319,22 +323,40 @@ def mode_errors(mode_residual: np.ndarray, theory_: dict) -> np.ndarray:
     return err.max(axis=(1, 2))
 
 
+CONVERGED = 1e-3  # a run trained when its final loss is below this fraction of its initial loss
+
+
+def converged(arm: dict) -> np.ndarray:
+    """(widths, S) booleans: final training loss below CONVERGED times the initial loss."""
+    final, initial = np.asarray(arm["train_loss_final"]), np.asarray(arm["train_loss_initial"])
+    return final <= CONVERGED * initial
+
+
 def verdict(metrics: dict, theory: dict, params: dict) -> dict:
+    """Per-seed statistics (one value per seed, in seed order) and theory constants."""
     ntk, mf = metrics["arms"]["ntk"], metrics["arms"]["meanfield"]
     ntk_change = np.asarray(ntk["kernel_change"])  # (widths, S)
     mf_change = np.asarray(mf["kernel_change"])
+    mf_ok = converged(mf)  # (widths, S)
+    mf_slope = loglog_slope(mf["widths"], mf_change.T)
+    init_dev = np.asarray(ntk["init_deviation"])
     return {
-        "kernel_change_widest": mean_ci(ntk_change[-1]),
-        "kernel_change_slope": mean_ci(loglog_slope(ntk["widths"], ntk_change.T)),
-        # not a check: the local slope between the two largest widths (asymptotic exponent)
-        "kernel_change_slope_wide": mean_ci(loglog_slope(ntk["widths"][-2:], ntk_change[-2:].T)),
-        "init_deviation_slope": mean_ci(
-            loglog_slope(ntk["widths"], np.asarray(ntk["init_deviation"]).T)
-        ),
-        "init_deviation_widest": mean_ci(ntk["init_deviation"][-1]),
-        "mode_error_widest": mean_ci(mode_errors(ntk["mode_residual"][-1], theory)),
-        "kernel_change_narrowest": mean_ci(ntk_change[0]),
-        "meanfield_change_widest": mean_ci(mf_change[-1]),
-        "meanfield_change_slope": mean_ci(loglog_slope(mf["widths"], mf_change.T)),
-        "theory_slope": theory["kernel_change_slope"],
+        "kernel_change_widest": ntk_change[-1].tolist(),
+        "kernel_change_slope": loglog_slope(ntk["widths"], ntk_change.T).tolist(),
+        # the local slope between the two largest widths (the change keeps shrinking there)
+        "kernel_change_slope_wide": loglog_slope(ntk["widths"][-2:], ntk_change[-2:].T).tolist(),
+        "init_deviation_slope": loglog_slope(ntk["widths"], init_dev.T).tolist(),
+        "init_deviation_widest": init_dev[-1].tolist(),
+        # sqrt(n) times the init deviation at the largest width: the fluctuation amplitude
+        "init_fluctuation_amplitude": (init_dev[-1] * np.sqrt(ntk["widths"][-1])).tolist(),
+        "mode_error_widest": mode_errors(ntk["mode_residual"][-1], theory).tolist(),
+        "kernel_change_narrowest": ntk_change[0].tolist(),
+        "meanfield_change_widest": mf_change[-1].tolist(),
+        "meanfield_change_widest_trained": np.where(mf_ok[-1], mf_change[-1], 0.0).tolist(),
+        "meanfield_change_slope": mf_slope.tolist(),
+        "meanfield_change_slope_trained": np.where(mf_ok.all(0), mf_slope, -1.0).tolist(),
+        "meanfield_converged_fraction": mf_ok.mean(0).tolist(),
+        "min_eigenvalue": float(theory["min_eigenvalue"]),
+        "init_deviation_slope_theory": float(theory["init_deviation_slope"]),
+        "kernel_change_limit": 0.0,
     }
