@@ -10,8 +10,18 @@ import pytest
 from replica import registry
 from replica.steps import claim_module
 
-REGISTRY = registry.load_registry()
-SLUGS = sorted(REGISTRY)
+# One manifest at a time: a claim whose manifest is invalid fails its own tests (with the
+# file and field), never the collection of every other claim's.
+SLUGS = sorted(p.stem for p in registry.CLAIMS_DIR.glob("*.yaml"))
+
+
+class _Registry(dict):
+    def __missing__(self, slug):
+        self[slug] = registry.load_manifest(registry.CLAIMS_DIR / f"{slug}.yaml")
+        return self[slug]
+
+
+REGISTRY = _Registry()
 SIGNATURES = {
     "generate": ["params", "seeds"],
     "theory": ["data", "params"],
@@ -23,6 +33,11 @@ SIGNATURES = {
 
 def test_the_exemplar_claims_are_registered():
     assert {"adam_linf_margin", "advani_saxe_hd_dynamics", "ntk"} <= set(SLUGS)
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_manifest_is_valid(slug):
+    registry.load_manifest(registry.CLAIMS_DIR / f"{slug}.yaml")
 
 
 @pytest.mark.parametrize("slug", SLUGS)
