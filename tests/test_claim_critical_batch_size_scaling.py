@@ -78,11 +78,29 @@ def test_cbs_rule_on_hand_made_curves():
 def test_slopes_on_hand_made_input():
     assert cbs.loglog_slope([1, 4, 16], [2, 4, 8]) == pytest.approx(0.5)
     table = {"16": {"cbs": [8, 32]}, "64": {"cbs": [8, 16]}}
-    assert cbs.model_slope(table, [16, 64], [1]) == pytest.approx(0.5)
+    assert cbs.model_slope(table, [16, 64], [1]) == pytest.approx(-0.5)  # signed
     assert cbs.model_slope(table, [16, 64], [0]) == 0.0
+    assert cbs.model_slope(table, [16, 64], [0, 1]) == pytest.approx(-0.25)
+
+
+def test_per_seed_tables_and_curve_error():
+    sim = {"16": {"cbs_per_seed": [[1, 2], [4, 8]]}}
+    assert cbs.seed_tables(sim, 1) == {"16": {"cbs": [4, 8]}}
+    theory_curves = {"1": [[1.5, 2.5], [1.25, 2.0]]}  # (P, L), best step size j = 0
+    seed_risks = {"1": {"per_seed": [[[1.5, 9.0], [1.25, 9.0]], [[2.5, 9.0], [1.5, 9.0]]]}}
+    # noise_var 1: excess theory [1.0, 0.75]; seed 0 exact, seed 1 errors [1.0, 1/3]
+    got = cbs.curve_rel_error(theory_curves, seed_risks, 1.0)
+    assert got == pytest.approx([0.0, (1.0 + 1 / 3) / 2])
 
 
 def test_smoke_chain(tmp_path):
     result = steps.run_chain("critical_batch_size_scaling", "smoke", tmp_path)
     assert result["status"] != "error", result["reason"]
-    assert {row["name"] for row in result["controls"]} >= {"capacity_limited_depends_on_model_size"}
+    assert [row["name"] for row in result["controls"]] == [
+        "simulated_capacity_limited_depends_on_model_size"
+    ]
+    assert result["primary"] == "simulated_cbs_grows_with_data"
+    n = 2  # smoke seeds: every simulated statistic is per seed
+    for row in result["checks"] + result["controls"]:
+        if row["statistic"].startswith("sim_"):
+            assert row["n"] == n and len(row["per_seed"]) == n, row["name"]

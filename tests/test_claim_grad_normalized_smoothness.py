@@ -101,3 +101,32 @@ def test_rate_measurements_on_hand_made_sequences():
 def test_smoke_chain(tmp_path):
     result = run_chain("grad_normalized_smoothness", "smoke", tmp_path)
     assert result["status"] != "error", result["reason"]
+
+
+def test_verdict_statistics_are_per_seed():
+    """Two seeds by hand: every statistic is a list of two, 0/1 statistics per seed."""
+    runs = {
+        "exact": ([5, 6], [0.1, 0.1], [True, True], [1.0, 1.0], [0.0, 0.0]),
+        "lowrank_diag": ([40, 50], [0.5, 0.6], [True, True], [0.99, 1.0], [0.6, 0.7]),
+        "diag": ([60, 70], [0.7, 0.5], [True, False], [0.98, 0.97], [0.8, 0.6]),
+        "first_order": ([200, 200], [0.99, 0.98], [False, False], [1.0, 1.0], [0.99, 0.99]),
+        "underscaled": ([200, 200], [0.97, 0.98], [False, False], [1.0, 1.0], [0.9, 0.9]),
+        "random_psd": ([200, 200], [0.99, 0.99], [False, True], [1.0, 1.0], [0.9, 0.9]),
+    }
+    keys = ("iters", "rate", "converged", "r2", "local_rate")
+    methods = {k: dict(zip(keys, map(np.asarray, v), strict=True)) for k, v in runs.items()}
+    q_lin = {
+        "exact": [0.0, 0.0],
+        "lowrank_diag": [0.5, 0.7],
+        "diag": [0.8, 0.5],
+        "underscaled": [9.0, 9.0],
+        "random_psd": [5.0, 0.9],  # seed 1: the recursion says contracting
+    }
+    out = gn.verdict({"methods": methods}, {"q_lin": q_lin}, {})
+    assert out["contracting_converged_fraction"] == pytest.approx([1.0, 3 / 4])
+    assert out["noncontracting_converged_fraction"] == pytest.approx([0.0, 0.0])
+    assert out["rate_ordered"] == [1.0, 0.0]  # seed 1: diag faster than low-rank
+    assert out["valid_min_r2"] == pytest.approx([0.98, 0.97])
+    assert out["diag_rate_ratio"] == pytest.approx([1.0, 1.2])
+    assert out["exact_iters"] == [5.0, 6.0]
+    assert all(len(v) == 2 for v in out.values())

@@ -114,11 +114,43 @@ def test_slopes_and_verdict_on_hand_made_metrics():
     params = {"small_batch_max": 4, "large_batch_min": 16, "spectral_min_batch": 4}
     b = np.array([1, 2, 4, 16, 32])
     thr = np.array([[0.01, 0.02, 0.04, 0.1, 0.1], [0.02, 0.04, 0.08, 0.2, 0.2]])
-    assert claim.per_seed_slopes(b, thr, claim.small(b, params))["value"] == pytest.approx(1.0)
-    assert claim.per_seed_slopes(b, thr, claim.large(b, params))["value"] == pytest.approx(0.0)
-    thr[0, 1] = np.nan
-    assert claim.per_seed_slopes(b, thr, claim.small(b, params)) is None
-    assert claim.per_seed_slopes(b, thr, claim.large(b, params)) is not None
+    small, large = claim.small(b, params), claim.large(b, params)
+    assert claim.per_seed_slopes(b, thr, small, 0.0) == pytest.approx([1.0, 1.0])
+    assert claim.per_seed_slopes(b, thr, large, 1.0) == pytest.approx([0.0, 0.0])
+    thr[0, 1] = np.nan  # seed 0 unbracketed at B = 2: the stated failing value, per seed
+    assert claim.per_seed_slopes(b, thr, small, 0.0) == pytest.approx([0.0, 1.0])
+    assert claim.per_seed_slopes(b, thr, large, 1.0) == pytest.approx([0.0, 0.0])
+
+
+def test_worst_ratio_keeps_the_sign_of_the_largest_miss():
+    level = np.array([[1.1, 0.7, 1.2], [1.4, 1.0, 0.9], [1.0, np.nan, 1.0]])
+    ref = np.ones(3)
+    assert claim.worst_ratio(level, ref) == pytest.approx([0.7, 1.4, 0.0])
+
+
+def test_verdict_returns_per_seed_lists():
+    params = {"small_batch_max": 2, "large_batch_min": 8, "spectral_min_batch": 2}
+    b = [1, 2, 8, 16]
+    theory = {
+        "lambda_bbp": np.array([4.0, 2.0, 1.0, 1.0]),
+        "eta_paper": np.array([0.5, 1.0, 2.0, 2.0]),
+        "eta_ms": np.array([0.4, 0.8, 1.6, 1.6]),
+        "eta_full_batch": np.array([2.0, 2.0, 2.0]),
+        "paper_small_batch_slope": 1.0,
+    }
+    metrics = {
+        "batch_sizes": b,
+        "top_eigenvalue_mean": [[4.0, 2.2, 1.0, 0.9]] * 3,
+        "sgd_threshold": [[0.5, 1.0, 2.0, 2.0], [0.5, 1.0, 2.4, 2.4], [0.5, None, 2.0, 2.0]],
+        "adam_threshold": [[0.1, 0.1414, 0.2, 0.2]] * 3,
+        "sgd_full_batch_threshold": [2.0, 2.04, None],
+    }
+    out = claim.verdict(metrics, theory, params)
+    assert out["bbp_max_deviation"] == pytest.approx([0.1] * 3)
+    assert out["sgd_small_batch_slope"] == pytest.approx([1.0, 1.0, 0.0])
+    assert out["sgd_level_worst_ratio"] == pytest.approx([1.0, 1.2, 0.0])
+    assert out["full_batch_deviation"] == pytest.approx([0.0, 0.02, 1.0])
+    assert out["adam_small_batch_slope"][0] == pytest.approx(0.5, abs=1e-3)
 
 
 def test_smoke_chain_runs(tmp_path):

@@ -131,9 +131,71 @@ def test_fit_and_pooling_on_hand_made_inputs():
     assert rs.loglog_slope([2, 20, 200], [3, 30, 300]) == pytest.approx(1.0)
 
 
+def hand_made_metrics(rates_perm, fixed_gap):
+    """Two seeds, conv_r = [2, 3], n = 4: rates, R^2, gaps and ratios set by hand."""
+
+    def conv(rates, gaps):
+        return {
+            f"r{r}": {
+                "rate": rates[i],
+                "r2": [0.99, 1.0],
+                "final_gap": gaps[i],
+                "final_ratio": [0.0, 0.0],
+            }
+            for i, r in enumerate([2, 3, 4])
+        }
+
+    ratio = {
+        "rand_n4_r2": {
+            "n": 4,
+            "r": 2,
+            "seed_mean": [1 / 6, 0.2],
+            "seed_se": [0.01, 0.01],
+            "theory": 1 / 6,
+        },
+        "rand_n4_r4": {
+            "n": 4,
+            "r": 4,
+            "seed_mean": [1.0, 1.0],
+            "seed_se": [1e-18, 0.0],
+            "theory": 1.0,
+        },
+    }
+    good = [[1e-10, 1e-12]] * 3
+    return {
+        "samplers": {
+            "perm": {"ratio": ratio, "conv": conv(rates_perm, good)},
+            "haar": {"ratio": ratio, "conv": conv(rates_perm, good)},
+            "fixed": {"ratio": {}, "conv": conv(rates_perm, fixed_gap)},
+        }
+    }
+
+
+def test_verdict_statistics_are_per_seed():
+    params = {"n": 4, "conv_r": [2, 3], "rel_err_min_r": 2}
+    theory = {"rate": {"r2": 0.1, "r3": 0.3, "r4": 1.0}, "rate_slope": 1.0}
+    # seed 0 on theory; seed 1 has rate 0.12 at r = 2 and no rate at r = 3
+    metrics = hand_made_metrics([[0.1, 0.12], [0.3, None], [1.0, 0.99]], [[0.5, 0.9]] * 3)
+    out = rs.verdict(metrics, theory, params)
+    assert out["rate_slope_perm"] == pytest.approx([1.0, 0.0])  # undefined seed counts 0
+    assert out["rate_worst_ratio"] == pytest.approx([1.0, 0.0])  # undefined rate counts 0
+    assert out["rgd_rate_ratio"] == pytest.approx([1.0, 0.99])
+    assert out["ratio_max_abs_z"] == pytest.approx([0.0, (0.2 - 1 / 6) / 0.01])  # r = n skipped
+    assert out["ratio_max_rel_err"] == pytest.approx([0.0, 0.2])  # includes r = n
+    assert out["conv_min_r2"] == pytest.approx([0.99, 1.0])
+    assert out["conv_max_final_gap"] == pytest.approx([1e-10, 1e-12])
+    assert out["fixed_min_final_gap"] == pytest.approx([0.5, 0.9])
+    assert all(len(v) == 2 for k, v in out.items() if k != "theory_rate_slope")
+
+
 def test_smoke_chain_and_determinism(tmp_path):
     result = steps.run_chain(SLUG, "smoke", tmp_path)
     assert result["status"] != "error", result["reason"]
+    assert result["primary"] == "linear_convergence"
+    assert {row["name"] for row in result["controls"]} == {
+        "fixed_submanifold_stalls",
+        "fixed_submanifold_gradient_vanishes",
+    }
     root = tmp_path / "smoke" / SLUG
     first = np.load(root / "train" / "sampler-haar.npz")["conv_f_r4"]
     steps.train(SLUG, "smoke", "sampler-haar", root / "data.npz", tmp_path / "again.npz")

@@ -40,7 +40,6 @@ import scipy.linalg
 import torch
 
 from replica import runtime
-from replica.verdicts import mean_ci
 
 RENORM_EVERY = 25  # steps between renormalisations of the error vectors
 
@@ -348,46 +347,48 @@ def as_array(nested) -> np.ndarray:
     return np.array([[np.nan if v is None else v for v in row] for row in nested], dtype=float)
 
 
-def per_seed_slopes(b, thr: np.ndarray, mask) -> dict | None:
-    """Slope of log threshold vs log B over the masked batch sizes, per seed -> mean_ci;
-    None when a threshold in that range was not bracketed."""
-    sub = thr[:, mask]
-    if not np.isfinite(sub).all():
-        return None
-    return mean_ci([loglog_slope(np.asarray(b)[mask], row) for row in sub])
+def per_seed_slopes(b, thr: np.ndarray, mask, undefined: float) -> list[float]:
+    """Slope of log threshold vs log B over the masked batch sizes, one per seed; a seed with a
+    threshold in that range that was not bracketed gets `undefined` (the manifest states it)."""
+    bm = np.asarray(b)[mask]
+    return [
+        loglog_slope(bm, row) if np.isfinite(row).all() else float(undefined)
+        for row in thr[:, mask]
+    ]
+
+
+def worst_ratio(level: np.ndarray, reference: np.ndarray, undefined: float = 0.0) -> list[float]:
+    """Per seed, the ratio level / reference farthest from 1 (signed, so a miss keeps its
+    direction); `undefined` for a seed with an unbracketed threshold."""
+    out = []
+    for row in np.atleast_2d(level):
+        if not np.isfinite(row).all():
+            out.append(float(undefined))
+            continue
+        ratio = row / reference
+        out.append(float(ratio[np.argmax(np.abs(ratio - 1))]))
+    return out
 
 
 def verdict(metrics: dict, theory: dict, params: dict) -> dict:
     b = np.asarray(metrics["batch_sizes"])
     sm, lg = small(b, params), large(b, params)
     spectral = b >= params["spectral_min_batch"]
-    lam_mc = np.asarray(metrics["top_eigenvalue_mean"]).mean(0)
+    lam_mc = np.asarray(metrics["top_eigenvalue_mean"])  # (seeds, B)
     lam_bbp = np.asarray(theory["lambda_bbp"])
     sgd, adam = as_array(metrics["sgd_threshold"]), as_array(metrics["adam_threshold"])
     paper, ms = np.asarray(theory["eta_paper"]), np.asarray(theory["eta_ms"])
     full = np.asarray([np.nan if v is None else v for v in metrics["sgd_full_batch_threshold"]])
-    level = sgd[:, spectral].mean(0)  # seed-mean thresholds where BBP applies
-
-    def worst(reference):
-        if not np.isfinite(level).all():
-            return None
-        return float(np.abs(level / reference[spectral] - 1).max())
-
+    full_dev = np.abs(full / np.asarray(theory["eta_full_batch"]) - 1)
     return {
-        "bbp_max_deviation": float(np.abs(lam_mc[spectral] / lam_bbp[spectral] - 1).max()),
-        "sgd_small_batch_slope": per_seed_slopes(b, sgd, sm),
-        "sgd_large_batch_slope": per_seed_slopes(b, sgd, lg),
-        "adam_small_batch_slope": per_seed_slopes(b, adam, sm),
-        "sgd_level_worst": worst(paper),
-        "sgd_level_ratio_max": (
-            float((level / paper[spectral]).max()) if np.isfinite(level).all() else None
-        ),
-        "ms_level_worst": worst(ms),  # the rival rule, reported and drawn, not checked
-        "full_batch_deviation": (
-            mean_ci(np.abs(full / np.asarray(theory["eta_full_batch"]) - 1))
-            if np.isfinite(full).all()
-            else None
-        ),
+        "bbp_max_deviation": np.abs(lam_mc[:, spectral] / lam_bbp[spectral] - 1).max(1).tolist(),
+        "sgd_small_batch_slope": per_seed_slopes(b, sgd, sm, undefined=0.0),
+        "sgd_large_batch_slope": per_seed_slopes(b, sgd, lg, undefined=1.0),
+        "adam_small_batch_slope": per_seed_slopes(b, adam, sm, undefined=0.0),
+        "sgd_level_worst_ratio": worst_ratio(sgd[:, spectral], paper[spectral]),
+        # the rival rule, reported and drawn, not checked (an unbracketed seed counts 1)
+        "ms_level_worst": [abs(r - 1) for r in worst_ratio(sgd[:, spectral], ms[spectral])],
+        "full_batch_deviation": np.nan_to_num(full_dev, nan=1.0).tolist(),
         "paper_small_batch_slope": theory["paper_small_batch_slope"],
         "theory_level": 1.0,
     }

@@ -40,7 +40,6 @@ import numpy as np
 import torch
 
 from replica import runtime
-from replica.verdicts import mean_ci
 
 SAMPLERS = ("perm", "haar", "fixed")
 
@@ -295,8 +294,10 @@ def measure(data, runs: dict, points: dict, params: dict) -> dict:
                     "n": n,
                     "r": r,
                     "where": where,
-                    "mean": mean,
+                    "mean": mean,  # pooled over seeds (figure)
                     "se": se,
+                    "seed_mean": summary[:, 0],  # per seed (verdict)
+                    "seed_se": summary[:, 1] / np.sqrt(summary[:, 2]),
                     "theory": submanifold_fraction(n, r),
                 }
         conv = {}
@@ -344,51 +345,52 @@ def seed_values(values) -> np.ndarray:
 
 
 def verdict(metrics: dict, theory: dict, params: dict) -> dict:
+    """Per-seed statistics: every max / min over the grid is taken within each seed."""
     samplers = metrics["samplers"]
     n, conv_r = params["n"], list(params["conv_r"])
-    rel_err, z = [], []
+    rel_err, z = [], []  # rows: one per configuration, columns: seeds
     for name in ("perm", "haar"):
         for row in samplers[name]["ratio"].values():
+            mean = np.asarray(row["seed_mean"], dtype=float)
             if row["r"] < row["n"]:  # r = n: the ratio is 1 for every draw (standard error ~0)
-                z.append(abs(row["mean"] - row["theory"]) / row["se"])
+                z.append(np.abs(mean - row["theory"]) / np.asarray(row["seed_se"], dtype=float))
             if row["r"] >= params["rel_err_min_r"]:
-                rel_err.append(abs(row["mean"] / row["theory"] - 1))
+                rel_err.append(np.abs(mean / row["theory"] - 1))
 
-    rates, r2s, finals, slopes, rate_errs = {}, [], [], {}, []
+    r2s, finals, slopes, ratios = [], [], {}, []
     for name in ("perm", "haar"):
         conv = samplers[name]["conv"]
         per_seed = np.stack([seed_values(conv[f"r{r}"]["rate"]) for r in conv_r])  # (R, S)
-        rates[name] = np.nanmean(per_seed, 1)
         for r in conv_r:
-            r2s.extend(seed_values(conv[f"r{r}"]["r2"]))
-            finals.extend(conv[f"r{r}"]["final_gap"])
+            r2s.append(seed_values(conv[f"r{r}"]["r2"]))
+            finals.append(np.asarray(conv[f"r{r}"]["final_gap"], dtype=float))
         sizes = [r * (r - 1) for r in conv_r]
-        slopes[name] = [loglog_slope(sizes, col) for col in per_seed.T if np.isfinite(col).all()]
-        rate_errs.extend(
-            abs(rate / theory["rate"][f"r{r}"] - 1)
-            for rate, r in zip(rates[name], conv_r, strict=True)
-        )
-    mean_slopes = [float(np.mean(v)) if v else None for v in slopes.values()]
-    rgd_rate = np.nanmean(seed_values(samplers["perm"]["conv"][f"r{n}"]["rate"]))
+        # a seed without a fitted rate for every r counts as slope 0 (a failure)
+        slopes[name] = [
+            loglog_slope(sizes, col) if np.isfinite(col).all() else 0.0 for col in per_seed.T
+        ]
+        theory_rates = np.array([theory["rate"][f"r{r}"] for r in conv_r])[:, None]
+        ratios.append(np.nan_to_num(per_seed / theory_rates, nan=0.0))  # undefined rate: 0
+    ratios = np.concatenate(ratios)  # (2R, S)
+    worst = ratios[np.argmax(np.abs(ratios - 1), axis=0), np.arange(ratios.shape[1])]
+    rgd = np.nan_to_num(seed_values(samplers["perm"]["conv"][f"r{n}"]["rate"]), nan=0.0)
     fixed = samplers["fixed"]["conv"]
-    fixed_gap = [np.min(fixed[f"r{r}"]["final_gap"]) for r in conv_r]
-    fixed_ratio = [
-        np.max(fixed[f"r{r}"]["final_ratio"]) / submanifold_fraction(n, r) for r in conv_r
-    ]
-    r2s = np.asarray(r2s, dtype=float)
+    fixed_gap = np.stack([np.asarray(fixed[f"r{r}"]["final_gap"], dtype=float) for r in conv_r])
+    fixed_ratio = np.stack(
+        [np.asarray(fixed[f"r{r}"]["final_ratio"]) / submanifold_fraction(n, r) for r in conv_r]
+    )
+    # a seed whose gap never entered the fit window counts as R^2 = -1 (a failure)
+    r2s = np.nan_to_num(np.stack(r2s), nan=-1.0)
     return {
-        "ratio_max_rel_err": {"value": max(rel_err), "n": len(rel_err)},
-        "ratio_max_abs_z": {"value": max(z), "n": len(z)},
-        # a seed whose gap never entered the fit window counts as R^2 = -1 (a failure)
-        "conv_min_r2": {"value": float(np.min(np.nan_to_num(r2s, nan=-1.0))), "n": len(r2s)},
-        "conv_max_final_gap": {"value": float(np.max(finals)), "n": len(finals)},
-        "rate_slope_min": None if None in mean_slopes else min(mean_slopes),
-        "rate_slope_max": None if None in mean_slopes else max(mean_slopes),
-        "rate_slope_perm": mean_ci(slopes["perm"]) if slopes["perm"] else None,
-        "rate_slope_haar": mean_ci(slopes["haar"]) if slopes["haar"] else None,
-        "rate_max_rel_err": max(rate_errs),
-        "rgd_rate_rel_err": abs(rgd_rate / theory["rate"][f"r{n}"] - 1),
-        "fixed_min_final_gap": float(min(fixed_gap)),
-        "fixed_max_ratio_over_theory": float(max(fixed_ratio)),
+        "ratio_max_rel_err": np.max(rel_err, axis=0).tolist(),
+        "ratio_max_abs_z": np.max(z, axis=0).tolist(),
+        "conv_min_r2": r2s.min(0).tolist(),
+        "conv_max_final_gap": np.max(finals, axis=0).tolist(),
+        "rate_slope_perm": slopes["perm"],
+        "rate_slope_haar": slopes["haar"],
+        "rate_worst_ratio": worst.tolist(),
+        "rgd_rate_ratio": (rgd / theory["rate"][f"r{n}"]).tolist(),
+        "fixed_min_final_gap": fixed_gap.min(0).tolist(),
+        "fixed_max_ratio_over_theory": fixed_ratio.max(0).tolist(),
         "theory_rate_slope": theory["rate_slope"],
     }
