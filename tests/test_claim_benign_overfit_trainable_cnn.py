@@ -135,7 +135,53 @@ def test_boundary_slopes_recover_a_planted_exponent():
     crit = {str(d): {"mu_crit": [1.3 * (d / n) ** 0.3, 0.7 * (d / n) ** 0.3]} for d in dims}
     assert np.allclose(claim.boundary_slopes(crit, dims, n), [0.3, 0.3])
     crit["1600"]["mu_crit"][0] = None
-    assert claim.boundary_slopes(crit, dims, n) is None
+    # a seed with a missing crossing counts slope 0 (against the band); the other keeps its own
+    assert np.allclose(claim.boundary_slopes(crit, dims, n), [0.0, 0.3])
+
+
+def test_fitted_min_is_per_seed_and_counts_an_unfitted_seed_zero():
+    drift = np.array([[0.5, 0.05, 0.2], [0.3, 0.4, 0.6]])
+    fitted = np.array([[True, True, False], [False, False, False]])
+    assert claim.fitted_min(drift, fitted) == pytest.approx([0.05, 0.0])
+
+
+def test_verdict_returns_one_value_per_seed():
+    """Hand-made metrics: two seeds, two d, three ||mu||; every noisy statistic is per seed."""
+    seeds, mus, dims = 2, 3, [400, 1600]
+
+    def arm(drift, ratio, train_error, crit):
+        return {
+            str(d): {
+                "drift": np.full((seeds, mus), drift),
+                "ratio_final": np.full((seeds, mus), ratio),
+                "v_rel_change": np.full((seeds, mus), 0.01),
+                "v_growth": np.full((seeds, mus), 100.0),
+                "w_growth": np.full((seeds, mus), 20.0),
+                "train_error": np.array([[0.0] * mus, [train_error] * mus]),
+                "mu_crit": [c * (d / 40) ** 0.25 for c in crit],
+            }
+            for d in dims
+        }
+
+    metrics = {
+        "dims": dims,
+        "arms": {
+            "relu_large": arm(0.01, 0.1, 0.0, [1.0, 2.0]),
+            "relu_small": arm(0.005, 1.0, 0.05, [1.0, 1.0]),
+            "softplus_small": arm(0.1, 1.2, 0.0, [1.0, 1.0]),
+        },
+    }
+    stats = claim.verdict(metrics, {"kou_slope": 0.25, "rival_slope": 0.5}, {"n": 40})
+    for name, value in stats.items():
+        if name not in ("kou_slope", "rival_slope"):
+            assert len(value) == seeds, name
+    assert stats["relu_drift_max"] == pytest.approx([0.01, 0.01])
+    assert stats["max_train_error"] == pytest.approx([0.0, 0.05])
+    assert stats["small_ratio"] == pytest.approx([1.0, 1.0])
+    assert stats["large_boundary_slope"] == pytest.approx([0.25, 0.25])
+    assert stats["rival_slope_distance"] == pytest.approx([0.25, 0.25])
+    assert stats["softplus_drift_min"] == pytest.approx([0.1, 0.1])
+    assert stats["small_v_growth"] == pytest.approx([2.0, 2.0])
 
 
 def test_smoke_chain_runs(tmp_path):

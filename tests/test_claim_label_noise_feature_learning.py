@@ -157,6 +157,43 @@ def test_measure_run_on_hand_made_margins():
     np.testing.assert_allclose(out["noisy_fit_final"], [1.0, 1.0])
 
 
+def test_verdict_keeps_every_seed_with_stated_values():
+    """Seed 1 has no Stage I: it stays in every statistic (length 0, AUC 0.5, gap 1), and the
+    Spearman correlation is computed per seed, not on the seed-mean lengths."""
+    t = np.array([0, 1, 10, 100])
+    m0 = np.array([[-1, -1, -1, -1], [1, 1, 1, -2], [2, 2, 2, -1], [3, 3, 3, 1]], float)
+    m1 = np.array([[-1, -1, -1, -1], [1, 1, 1, 1], [2, 2, 2, 1], [3, 3, 3, 2]], float)
+    run = {
+        "checkpoints": t,
+        "train_margin__k0": np.stack([m0, m1]),
+        "test_acc__k0": np.array([[0.5, 0.9, 1.0, 0.95], [0.5, 0.9, 0.9, 0.9]]),
+        "test_loss__k0": np.zeros((2, 4)),
+        "gamma__k0": np.zeros((2, 4)),
+        "rho__k0": np.zeros((2, 4, 4)),
+    }
+    flipped = np.array([[False, False, False, True]] * 2)
+    main = lnf.measure_run(run, 0, flipped, PARAMS)
+    longer = dict(main, stage1_decades=[2.0, 0.0])
+    metrics = {
+        "arms": {
+            "noisy": {"nsnr2": [3.0, 5.0], "runs": [main, longer]},
+            "clean": {"nsnr2": [3.0], "runs": [main]},
+            "benign": {"nsnr2": [3.0], "runs": [main]},
+        }
+    }
+    theory = {"tau_hat": [0.25, 0.25], "stage1_train_accuracy_mean": 0.75}
+    stats = lnf.verdict(metrics, theory, {"nsnr2_main": 3.0})
+    for name, value in stats.items():
+        if not isinstance(value, float):
+            assert len(value) == 2, name
+    assert stats["stage1_decades"] == pytest.approx([1.0, 0.0])
+    assert stats["auc_stage1_min"] == pytest.approx([1.0, 0.5])
+    assert stats["plateau_gap"] == pytest.approx([0.0, 1.0])
+    # seed 0 lengthens (1 -> 2 decades), seed 1 has no Stage I at either value (ties: 0)
+    assert stats["stage1_length_spearman"] == pytest.approx([1.0, 0.0])
+    assert stats["stage1_min_decades"] == 0.3
+
+
 def test_spearman_on_hand_made_input():
     assert lnf.spearman([1, 2, 3, 4, 5], [0.1, 0.5, 0.4, 0.9, 1.2]) == pytest.approx(0.9)
 

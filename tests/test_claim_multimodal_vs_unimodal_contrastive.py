@@ -113,6 +113,50 @@ def test_crossing_and_window_on_hand_made_curves():
     assert mm.window_decades(grid, [0.0, 0.3, 0.0], 0.15) == pytest.approx(1.0, abs=2e-3)
 
 
+def test_verdict_statistics_are_per_seed():
+    """Two seeds with different gap curves: each keeps its own max, window and crossing."""
+    grid = np.array([0.1, 1.0, 10.0])
+    single = np.array([[0.5, 0.6, 1.0], [0.5, 0.5, 1.0]])
+    multi = np.array([[0.9, 1.0, 1.0], [0.5, 0.9, 1.0]])
+    ones = np.ones((2, 3))
+    arms = {
+        "single": {
+            "probe_accuracy": single,
+            "signal_learning": ones,
+            "noise_memorization": 2 * ones,
+        },
+        "multi": {"probe_accuracy": multi, "signal_learning": 3 * ones, "noise_memorization": ones},
+        "multi_weak": {
+            "probe_accuracy": single,
+            "signal_learning": ones,
+            "noise_memorization": ones,
+        },
+    }
+    metrics = {"n_snr2": grid, "arms": arms}
+    theory = {
+        "transition_single": 4.0,
+        "transition_multi": 0.32,
+        "crossing_ratio": 12.5,
+        "crossing_ratio_weak": 1.0,
+    }
+    stats = mm.verdict(metrics, theory, {"crossing_level": 0.75, "gap_level": 0.15})
+    for name, value in stats.items():
+        if not name.startswith("theory"):
+            assert len(value) == 2, name
+        else:
+            assert isinstance(value, float)
+    assert stats["gap_max"] == pytest.approx([0.4, 0.4])
+    assert stats["gap_highest"] == pytest.approx([0.0, 0.0])
+    assert stats["gap_max_weak"] == pytest.approx([0.0, 0.0])
+    assert stats["crossing_ratio_weak"] == pytest.approx([1.0, 1.0])
+    # seed 0: single crosses 0.75 at 10^0.375, multi is above at the first point (censored 0.1)
+    assert stats["crossing_ratio"][0] == pytest.approx(10**0.375 / 0.1)
+    assert stats["crossing_ratio"][0] != pytest.approx(stats["crossing_ratio"][1])
+    assert stats["signal_gain_low_snr"] == pytest.approx([3.0, 3.0])
+    assert stats["noise_excess_low_snr"] == pytest.approx([2.0, 2.0])
+    assert stats["gap_window_decades"][0] > stats["gap_window_decades"][1] > 0
+
+
 def test_probe_accuracy_on_separable_and_pure_noise_features():
     rng = np.random.default_rng(0)
     y = rng.choice([-1.0, 1.0], size=600)

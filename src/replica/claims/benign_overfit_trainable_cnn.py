@@ -46,7 +46,6 @@ import torch
 
 from replica import runtime
 from replica import signal_noise as sn
-from replica.verdicts import mean_ci
 
 ARMS = {  # name: (activation, which output-init scale)
     "relu_large": ("relu", "v0_large"),
@@ -315,13 +314,19 @@ def measure(data, runs: dict, points: dict, params: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- verdict
-def boundary_slopes(arm_metrics: dict, dims, n: int) -> list[float] | None:
-    """Per seed: slope of log ||mu||_crit vs log(d/n); None if any crossing is missing."""
+def boundary_slopes(arm_metrics: dict, dims, n: int, missing: float = 0.0) -> list[float]:
+    """Per seed: slope of log ||mu||_crit vs log(d/n); `missing` for a seed whose test error
+    never crosses the level inside the ||mu|| grid at some d (counts against the check)."""
     crit = np.array([arm_metrics[str(d)]["mu_crit"] for d in dims], dtype=object)  # (D, seeds)
-    if any(c is None for c in crit.ravel()):
-        return None
     ratio = np.asarray(dims, dtype=float) / n
-    return [loglog_slope(ratio, crit[:, s].astype(float)) for s in range(crit.shape[1])]
+    out = []
+    for s in range(crit.shape[1]):
+        column = crit[:, s]
+        if any(c is None for c in column):
+            out.append(float(missing))
+        else:
+            out.append(loglog_slope(ratio, column.astype(float)))
+    return out
 
 
 def pooled(arm_metrics: dict, key: str) -> np.ndarray:
@@ -329,40 +334,38 @@ def pooled(arm_metrics: dict, key: str) -> np.ndarray:
     return np.concatenate([np.asarray(m[key]) for m in arm_metrics.values()], axis=1)
 
 
-def worst(values: np.ndarray, fn) -> dict:
-    return {"value": float(fn(values)), "n": int(values.shape[0])}
+def fitted_min(drift: np.ndarray, fitted: np.ndarray, missing: float = 0.0) -> list[float]:
+    """Per seed: the smallest drift over that seed's models that fit every label; `missing`
+    for a seed with none (counts against the ablation)."""
+    return [
+        float(d[f].min()) if f.any() else float(missing) for d, f in zip(drift, fitted, strict=True)
+    ]
 
 
 def verdict(metrics: dict, theory: dict, params: dict) -> dict:
+    """Per-seed statistics (one value per seed, in seed order), theory values as floats."""
     arms, dims, n = metrics["arms"], metrics["dims"], params["n"]
     relu_drift = np.concatenate(
         [pooled(arms["relu_large"], "drift"), pooled(arms["relu_small"], "drift")], axis=1
     )
-    # the control's drift only means something for models that trained (fit every label)
+    # the ablation's drift only means something for models that trained (fit every label)
     soft_fit = pooled(arms["softplus_small"], "train_error") == 0
     soft_drift = pooled(arms["softplus_small"], "drift")
+    train_error = np.concatenate([pooled(arms[a], "train_error") for a in RELU_ARMS], axis=1)
     stats = {
-        "relu_drift_max": worst(relu_drift, np.max),
-        "softplus_drift_min": (
-            {"value": float(soft_drift[soft_fit].min()), "n": int(soft_fit.sum())}
-            if soft_fit.any()
-            else None
-        ),
-        "small_ratio": mean_ci(pooled(arms["relu_small"], "ratio_final").mean(1)),
-        "small_v_growth": mean_ci(np.log10(pooled(arms["relu_small"], "v_growth")).mean(1)),
-        "large_ratio": mean_ci(pooled(arms["relu_large"], "ratio_final").mean(1)),
-        "large_v_change": mean_ci(pooled(arms["relu_large"], "v_rel_change").mean(1)),
-        "large_w_growth": mean_ci(pooled(arms["relu_large"], "w_growth").mean(1)),
-        "max_train_error": worst(
-            np.concatenate([pooled(arms[a], "train_error") for a in RELU_ARMS], axis=1), np.max
-        ),
-        "kou_slope": theory["kou_slope"],
-        "rival_slope": theory["rival_slope"],
+        "relu_drift_max": relu_drift.max(1).tolist(),
+        "softplus_drift_min": fitted_min(soft_drift, soft_fit),
+        "softplus_fitted_fraction": soft_fit.mean(1).tolist(),
+        "small_ratio": pooled(arms["relu_small"], "ratio_final").mean(1).tolist(),
+        "small_v_growth": np.log10(pooled(arms["relu_small"], "v_growth")).mean(1).tolist(),
+        "large_ratio": pooled(arms["relu_large"], "ratio_final").mean(1).tolist(),
+        "large_v_change": pooled(arms["relu_large"], "v_rel_change").mean(1).tolist(),
+        "large_w_growth": pooled(arms["relu_large"], "w_growth").mean(1).tolist(),
+        "max_train_error": train_error.max(1).tolist(),
+        "kou_slope": float(theory["kou_slope"]),
+        "rival_slope": float(theory["rival_slope"]),
     }
     for arm in ("relu_large", "relu_small"):
-        slopes = boundary_slopes(arms[arm], dims, n)
-        tag = arm.split("_")[1]
-        stats[f"{tag}_boundary_slope"] = mean_ci(slopes) if slopes else None
-    large = stats["large_boundary_slope"]
-    stats["rival_slope_distance"] = abs(large["value"] - RIVAL_SLOPE) if large is not None else None
+        stats[f"{arm.split('_')[1]}_boundary_slope"] = boundary_slopes(arms[arm], dims, n)
+    stats["rival_slope_distance"] = [abs(x - RIVAL_SLOPE) for x in stats["large_boundary_slope"]]
     return stats

@@ -51,9 +51,18 @@ import torch
 
 from replica import runtime
 from replica import signal_noise as sn
-from replica.verdicts import mean_ci
 
 SIGNAL_KIND = "orthogonal"
+# Ablation arm: classification at the DSM arm's initial filter norm and step budget, so that it
+# differs from the DSM arm in the objective (and the objective's own step rule) only.
+ABLATION = "cls_at_dsm"
+
+
+def arm_settings(objective: str, params: dict) -> tuple[str, float, int]:
+    """(loss, initial filter norm, steps) of a grid arm."""
+    if objective == ABLATION:
+        return "cls", params["init_norm_dsm"], params["steps_dsm"]
+    return objective, params[f"init_norm_{objective}"], params[f"steps_{objective}"]
 
 
 def square(z: torch.Tensor) -> torch.Tensor:
@@ -221,21 +230,20 @@ def train_size(data, objective: str, n: int, params: dict, seeds, device) -> dic
     as_t = {k: torch.as_tensor(v, dtype=torch.float64, device=device) for k, v in batch.items()}
     n_configs, width, dim = len(batch["scale"]), params["width"], params["dim"]
     gen = torch.Generator().manual_seed(int(seeds[0]) * 7919 + n)
-    classes = 1 if objective == "dsm" else 2
-    init_norm = params[f"init_norm_{objective}"]
+    loss_kind, init_norm, steps = arm_settings(objective, params)
+    classes = 1 if loss_kind == "dsm" else 2
     init = sn.init_filters(gen, n_configs, width, dim, init_norm / dim**0.5, classes).to(device)
     w = init.clone().requires_grad_()
-    if objective == "dsm":
+    if loss_kind == "dsm":
         alpha = float(np.exp(-params["diffusion_time"]))
         beta = float(np.sqrt(1 - alpha**2))
-        steps = params["steps_dsm"]
         lr = dsm_step_sizes(batch["x0"], beta, width, params["lr_dsm"]).to(device)
 
         def loss_fn(filters):
             return expected_dsm_loss(filters, as_t["x0"], alpha, beta)
     else:
         # the noise of sample i is pushed by that sample alone: lr grows with n
-        steps, lr = params["steps_cls"], params["lr_cls_per_sample"] * n
+        lr = params["lr_cls_per_sample"] * n
 
         def loss_fn(filters):
             return classification_loss(filters, as_t["x0"], as_t["label"])
@@ -296,7 +304,7 @@ def measure(data, runs: dict, points: dict, params: dict) -> dict:
     out = {"n_snr2": data["n_snr2"], "sample_sizes": params["sample_sizes"], "objectives": {}}
     for pid, point in points.items():
         obj, run = point["objective"], runs[pid]
-        steps = params[f"steps_{obj}"]
+        steps = arm_settings(obj, params)[2]
         per_n = {}
         for n in params["sample_sizes"]:
             traj = run[f"ratio_traj__n{n}"]
@@ -321,7 +329,7 @@ def ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     return float(slope), float(intercept), float(r2)
 
 
-def pooled_fits(per_n: dict, log_x: np.ndarray) -> np.ndarray:
+def pooled_fits(per_n: dict, log_x: dict) -> np.ndarray:
     """Per seed: (slope, R^2) of log10 R against log10 x pooled over the sample sizes.
 
     log_x: {n: (G,)} abscissae per sample size."""
@@ -332,6 +340,12 @@ def pooled_fits(per_n: dict, log_x: np.ndarray) -> np.ndarray:
         slope, _, r2 = ols(xs, np.concatenate([c[s] for c in curves]))
         fits.append((slope, r2))
     return np.asarray(fits)
+
+
+def slope1_violation(fits: np.ndarray) -> np.ndarray:
+    """Per seed max(|slope - 1| / 0.2, (1 - R^2) / 0.05): a curve passes the DSM slope-1 test
+    (slope in [0.8, 1.2] and R^2 >= 0.95) iff this is <= 1. fits (S, 2) -> (S,)."""
+    return np.maximum(np.abs(fits[:, 0] - 1) / 0.2, (1 - fits[:, 1]) / 0.05)
 
 
 def max_local_slope(log_x: np.ndarray, log_y: np.ndarray) -> float:
@@ -362,15 +376,10 @@ def jump_width(log_x: np.ndarray, fraction: np.ndarray, cap: float = 10.0) -> fl
     return float(log_x[hi[0]] - log_x[lo[-1]])
 
 
-def snr2_only_gap(per_n: dict, log_grid: np.ndarray) -> float:
-    """Mean |log10 R(n_a) - log10 R(n_b)| at equal SNR^2 (not n SNR^2), interpolated.
-
-    Seed-mean curves of the smallest and largest n; over the overlapping SNR^2 range."""
-    ns = sorted(per_n, key=int)
-    lo, hi = ns[0], ns[-1]
-    x_lo, x_hi = log_grid - np.log10(int(lo)), log_grid - np.log10(int(hi))
-    y_lo = np.asarray(per_n[lo]["log10_ratio"]).mean(0)
-    y_hi = np.asarray(per_n[hi]["log10_ratio"]).mean(0)
+def snr2_only_gap(y_lo: np.ndarray, y_hi: np.ndarray, n_lo: int, n_hi: int, log_grid) -> float:
+    """Mean |log10 R(n_lo) - log10 R(n_hi)| at equal SNR^2 (not n SNR^2), interpolated, over
+    the overlapping SNR^2 range; y_lo, y_hi one seed's curves on the n SNR^2 grid."""
+    x_lo, x_hi = log_grid - np.log10(n_lo), log_grid - np.log10(n_hi)
     common = x_lo[(x_lo >= x_hi.min()) & (x_lo <= x_hi.max())]
     if len(common) == 0:
         return 0.0
@@ -378,47 +387,59 @@ def snr2_only_gap(per_n: dict, log_grid: np.ndarray) -> float:
 
 
 def verdict(metrics: dict, theory: dict, params: dict) -> dict:
+    """Per-seed statistics (one fit / curve / crossing per seed, in seed order)."""
     log_grid = np.log10(np.asarray(metrics["n_snr2"], dtype=float))
-    dsm, cls = metrics["objectives"]["dsm"], metrics["objectives"]["cls"]
-    same_axis = {n: log_grid for n in dsm}
-    dsm_fit, cls_fit = pooled_fits(dsm, same_axis), pooled_fits(cls, same_axis)
-    n_seeds = dsm_fit.shape[0]
-
-    dsm_mean = {n: np.asarray(v["log10_ratio"]).mean(0) for n, v in dsm.items()}
-    cls_mean = {n: np.asarray(v["log10_ratio"]).mean(0) for n, v in cls.items()}
+    objectives = metrics["objectives"]
+    dsm, cls = objectives["dsm"], objectives["cls"]
     ns = sorted(dsm, key=int)
-    collapse_gap = float(np.max(np.abs(dsm_mean[ns[0]] - dsm_mean[ns[-1]])))
-
-    crossings = [crossing(log_grid, cls_mean[n]) for n in ns]
-    theory_log = np.log10(theory["cls_transition_n_snr2"])
-    # a curve that never crosses R = 1 is an offset as large as the grid itself
-    offsets = [abs(c - theory_log) if c is not None else 10.0 for c in crossings]
-    cls_fraction = {n: np.asarray(v["filter_fraction"]).mean(0) for n, v in cls.items()}
-    cls_slope, cls_r2 = cls_fit[:, 0].mean(), cls_fit[:, 1].mean()
-    # the classification curve passes the slope-1 test iff this is <= 1
-    cls_violation = max(abs(cls_slope - 1) / 0.2, (1 - cls_r2) / 0.05)
-    stationary = max(float(np.asarray(v["stationary_change"]).mean(0).max()) for v in dsm.values())
-    return {
-        "dsm_slope": mean_ci(dsm_fit[:, 0]),
-        "dsm_r2": mean_ci(dsm_fit[:, 1]),
-        "dsm_collapse_gap": {"value": collapse_gap, "n": n_seeds},
-        "dsm_max_local_slope": {
-            "value": max(max_local_slope(log_grid, dsm_mean[n]) for n in ns),
-            "n": n_seeds,
-        },
-        "dsm_stationary_change": {"value": stationary, "n": n_seeds},
-        "cls_max_local_slope": {
-            "value": min(max_local_slope(log_grid, cls_mean[n]) for n in ns),
-            "n": n_seeds,
-        },
-        "cls_fraction_jump_decades": {
-            "value": max(jump_width(log_grid, cls_fraction[n]) for n in ns),
-            "n": n_seeds,
-        },
-        "cls_transition_offset_decades": {"value": max(offsets), "n": n_seeds},
-        "cls_slope": mean_ci(cls_fit[:, 0]),
-        "cls_r2": mean_ci(cls_fit[:, 1]),
-        "cls_slope1_violation": {"value": cls_violation, "n": n_seeds},
-        "dsm_snr2_only_gap": {"value": snr2_only_gap(dsm, log_grid), "n": n_seeds},
-        "theory_slope": theory["theory_slope"],
+    same_axis = {n: log_grid for n in ns}
+    dsm_fit, cls_fit = pooled_fits(dsm, same_axis), pooled_fits(cls, same_axis)
+    curve = {
+        obj: {n: np.asarray(v["log10_ratio"], dtype=float) for n, v in per_n.items()}
+        for obj, per_n in objectives.items()
     }
+    n_seeds = dsm_fit.shape[0]
+    theory_log = np.log10(theory["cls_transition_n_snr2"])
+
+    def offset(y):  # a curve that never crosses R = 1: an offset larger than the grid itself
+        c = crossing(log_grid, y)
+        return abs(c - theory_log) if c is not None else 10.0
+
+    per_seed = {k: [] for k in ("gap", "dsm_jump", "stat", "cls_jump", "frac", "off", "snr2")}
+    for s in range(n_seeds):
+        d = {n: curve["dsm"][n][s] for n in ns}
+        c = {n: curve["cls"][n][s] for n in ns}
+        per_seed["gap"].append(float(np.max(np.abs(d[ns[0]] - d[ns[-1]]))))
+        per_seed["dsm_jump"].append(max(max_local_slope(log_grid, d[n]) for n in ns))
+        per_seed["stat"].append(
+            max(float(np.max(np.asarray(dsm[n]["stationary_change"])[s])) for n in ns)
+        )
+        per_seed["cls_jump"].append(min(max_local_slope(log_grid, c[n]) for n in ns))
+        per_seed["frac"].append(
+            max(jump_width(log_grid, np.asarray(cls[n]["filter_fraction"])[s]) for n in ns)
+        )
+        per_seed["off"].append(max(offset(c[n]) for n in ns))
+        per_seed["snr2"].append(
+            snr2_only_gap(d[ns[0]], d[ns[-1]], int(ns[0]), int(ns[-1]), log_grid)
+        )
+    out = {
+        "dsm_slope": dsm_fit[:, 0].tolist(),
+        "dsm_r2": dsm_fit[:, 1].tolist(),
+        "dsm_collapse_gap": per_seed["gap"],
+        "dsm_max_local_slope": per_seed["dsm_jump"],
+        "dsm_stationary_change": per_seed["stat"],
+        "cls_max_local_slope": per_seed["cls_jump"],
+        "cls_fraction_jump_decades": per_seed["frac"],
+        "cls_transition_offset_decades": per_seed["off"],
+        "cls_slope": cls_fit[:, 0].tolist(),
+        "cls_r2": cls_fit[:, 1].tolist(),
+        "cls_slope1_violation": slope1_violation(cls_fit).tolist(),
+        "dsm_snr2_only_gap": per_seed["snr2"],
+        "theory_slope": float(theory["theory_slope"]),
+    }
+    if ABLATION in objectives:
+        abl_fit = pooled_fits(objectives[ABLATION], same_axis)
+        out["cls_at_dsm_slope"] = abl_fit[:, 0].tolist()
+        out["cls_at_dsm_r2"] = abl_fit[:, 1].tolist()
+        out["cls_at_dsm_slope1_violation"] = slope1_violation(abl_fit).tolist()
+    return out

@@ -39,7 +39,6 @@ import torch
 
 from replica import runtime
 from replica import signal_noise as sn
-from replica.verdicts import mean_ci
 
 ARMS = ("single", "multi", "multi_weak")  # multi_weak: partner with SNR~ = SNR (control)
 BALANCE = 4.0  # rate ratio 1 at n SNR1 SNR2 = 4 (see module docstring)
@@ -335,53 +334,49 @@ def window_decades(n_snr2: np.ndarray, gap: np.ndarray, level: float) -> float:
 
 
 def verdict(metrics: dict, theory: dict, params: dict) -> dict:
+    """Per-seed statistics (each seed's own accuracy curves), theory values as floats."""
     grid = np.asarray(metrics["n_snr2"], dtype=float)
     arms = metrics["arms"]
-    acc = {arm: np.asarray(arms[arm]["probe_accuracy"]) for arm in ARMS}  # (S, K)
+    acc = {arm: np.asarray(arms[arm]["probe_accuracy"], dtype=float) for arm in ARMS}  # (S, K)
     level, margin = params["crossing_level"], params["gap_level"]
 
     def gap_stats(arm):
-        gap = acc[arm] - acc["single"]  # per seed
-        best = int(np.argmax(gap.mean(0)))
-        return mean_ci(gap[:, best]), window_decades(grid, gap.mean(0), margin)
+        gap = acc[arm] - acc["single"]  # (S, K), one curve per seed
+        return gap.max(1).tolist(), [window_decades(grid, g, margin) for g in gap]
 
     def crossing_ratio(arm):
-        per_seed = [
+        return [
             crossing(grid, a_s, level) / crossing(grid, a_m, level)
             for a_s, a_m in zip(acc["single"], acc[arm], strict=True)
         ]
-        return mean_ci(per_seed)
 
     gap_max, window = gap_stats("multi")
     gap_max_weak, window_weak = gap_stats("multi_weak")
     top_single, top_multi = acc["single"][:, -1], acc["multi"][:, -1]
-    sm_cross = crossing(grid, acc["single"].mean(0), level)
+    sm_cross = np.array([crossing(grid, a, level) for a in acc["single"]])
     low = grid < theory["transition_multi"]  # where theory says even multi-modal is slow
     low = low if low.any() else grid == grid[0]
 
     def ratio_low(arm_a, arm_b, key):
         a = np.asarray(arms[arm_a][key])[:, low]
         b = np.asarray(arms[arm_b][key])[:, low]
-        return mean_ci(np.exp(np.log(a / b).mean(1)))  # per seed: geometric mean over low SNR
+        return np.exp(np.log(a / b).mean(1)).tolist()  # per seed: geometric mean over low SNR
 
+    t_single = float(theory["transition_single"])
     return {
         "gap_max": gap_max,
-        "gap_window_decades": {"value": window, "n": len(acc["single"])},
-        "acc_min_highest": mean_ci(np.minimum(top_single, top_multi)),
-        "gap_highest": mean_ci(np.abs(top_multi - top_single)),
+        "gap_window_decades": window,
+        "acc_min_highest": np.minimum(top_single, top_multi).tolist(),
+        "gap_highest": np.abs(top_multi - top_single).tolist(),
         "crossing_ratio": crossing_ratio("multi"),
-        "sm_crossing": {"value": sm_cross, "n": len(acc["single"])},
-        "sm_crossing_factor": {
-            "value": max(
-                sm_cross / theory["transition_single"], theory["transition_single"] / sm_cross
-            ),
-            "n": len(acc["single"]),
-        },
+        "sm_crossing": sm_cross.tolist(),
+        "sm_crossing_factor": np.maximum(sm_cross / t_single, t_single / sm_cross).tolist(),
         "signal_gain_low_snr": ratio_low("multi", "single", "signal_learning"),
         "noise_excess_low_snr": ratio_low("single", "multi", "noise_memorization"),
         "gap_max_weak": gap_max_weak,
-        "gap_window_decades_weak": {"value": window_weak, "n": len(acc["single"])},
+        "gap_window_decades_weak": window_weak,
         "crossing_ratio_weak": crossing_ratio("multi_weak"),
-        "theory_crossing_ratio": theory["crossing_ratio"],
-        "theory_sm_crossing": theory["transition_single"],
+        "theory_crossing_ratio": float(theory["crossing_ratio"]),
+        "theory_crossing_ratio_weak": float(theory["crossing_ratio_weak"]),
+        "theory_sm_crossing": t_single,
     }
