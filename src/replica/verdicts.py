@@ -172,7 +172,8 @@ def _named(manifest: dict[str, Any]) -> list[str]:
         names.append(spec["statistic"])
         if "relative_to" in spec:
             names.append(spec["relative_to"])
-    names += [manifest["key_statistic"]["measured"], manifest["key_statistic"]["theory"]]
+    key = manifest["key_statistic"]
+    names += [key["measured"]] + ([key["theory"]] if key.get("theory") else [])
     return list(dict.fromkeys(names))
 
 
@@ -297,7 +298,7 @@ def robustness(manifest, statistics, status, n_seeds=None, resamples=ROBUSTNESS_
 
 def key_statistic(manifest: dict[str, Any], stats: dict[str, dict]) -> dict[str, Any]:
     spec = manifest["key_statistic"]
-    measured, theory = stats.get(spec["measured"]) or {}, stats.get(spec["theory"]) or {}
+    measured, theory = stats.get(spec["measured"]) or {}, stats.get(spec.get("theory")) or {}
     return {
         "label": spec["label"],
         "measured": measured.get("value"),
