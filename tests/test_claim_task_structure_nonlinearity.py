@@ -89,3 +89,70 @@ def test_generate_and_theory_shapes():
 def test_smoke_chain(tmp_path):
     result = run_chain("task_structure_nonlinearity", "smoke", tmp_path)
     assert result["status"] != "error", result["reason"]
+
+
+def _fake_metrics(n_seeds=3, n_align=4):
+    """Hand-made measurements (K settings x S seeds) with known per-seed statistics."""
+    k = n_align + 1
+    base = np.zeros((k, n_seeds))
+    seeds = np.arange(n_seeds)
+    # rich: tanh label gap 0.3 + 0.01 * seed at the first two settings, 0.05 at the others
+    gap = np.full((k, n_seeds), 0.05)
+    gap[:2] = 0.3 + 0.01 * seeds
+    arm = {
+        "ps": base + 0.5,
+        "ps_init": base + 0.4,
+        "cka_x": base + 0.5,
+        "train_loss": base + 0.001,
+        "weight_change": base + 0.2,
+    }
+    arms = {
+        "tanh_rich": {**arm, "cka_y": 0.6 + gap, "ps": base + 0.6, "weight_change": base + 0.3},
+        "relu_rich": {**arm, "cka_y": base + 0.6, "cka_x": base + 0.6},
+        "tanh_lazy": {**arm, "cka_y": base + 0.5 + 0.01 * seeds, "weight_change": base + 0.002},
+        "relu_lazy": {**arm, "cka_y": base + 0.5, "weight_change": base + 0.004},
+    }
+    return {"arms": {a: {key: val.tolist() for key, val in rec.items()} for a, rec in arms.items()}}
+
+
+def test_verdict_statistics_are_per_seed():
+    params = {"alignments": [0.25, 0.5, 0.75, 1.0], "label_gap_min": 0.1, "input_gap_min": 0.05}
+    theory = {
+        "nngp_cka_y_tanh": [0.5] * 5,
+        "nngp_cka_y_relu": [0.48] * 5,
+        "nngp_label_gap_mean": 0.02,
+    }
+    stats = tsn.verdict(_fake_metrics(), theory, params)
+    for name, value in stats.items():
+        assert not isinstance(value, dict), name
+        assert isinstance(value, float) or len(value) == 3, name
+    assert np.allclose(stats["label_gap_mean"], [(0.6 + 0.1 + 0.02 * s) / 4 for s in range(3)])
+    assert stats["label_gap_settings"] == [2.0, 2.0, 2.0]  # 0.05 < 0.1 in the last two
+    assert np.allclose(stats["input_gap_mean"], 0.1) and stats["input_gap_settings"] == [4.0] * 3
+    assert np.allclose(stats["aligned_label_gap"], 0.05)
+    assert np.allclose(stats["ps_gap_mean"], 0.1)  # raw PS(T) gap
+    assert np.allclose(stats["ps_learned_gap_mean"], 0.1)  # (0.6 - 0.4) - (0.5 - 0.4)
+    assert np.allclose(stats["lazy_label_gap_mean"], [0.0, 0.01, 0.02])
+    assert np.allclose(stats["lazy_nngp_max_dev"], [0.02, 0.02, 0.02])  # relu lazy 0.5 vs 0.48
+    assert np.allclose(stats["lazy_weight_change"], 0.004)  # the larger of the two activations
+    assert np.allclose(stats["rich_weight_change"], 0.2)  # the smaller of the two activations
+    assert stats["nngp_label_gap_mean"] == 0.02
+
+
+def test_verdict_judged_by_the_manifest():
+    from replica import registry, verdicts
+
+    manifest = registry.load_manifest(registry.CLAIMS_DIR / "task_structure_nonlinearity.yaml")
+    data = manifest.data if hasattr(manifest, "data") else manifest
+    params = {"alignments": [0.25, 0.5, 0.75, 1.0], "label_gap_min": 0.1, "input_gap_min": 0.05}
+    theory = {
+        "nngp_cka_y_tanh": [0.5] * 5,
+        "nngp_cka_y_relu": [0.48] * 5,
+        "nngp_label_gap_mean": 0.02,
+    }
+    result = verdicts.judge(data, tsn.verdict(_fake_metrics(), theory, params), 3, resamples=0)
+    rows = {r["name"]: r for r in result["checks"] + result["controls"]}
+    assert result["primary"] == "label_gap_mean" and rows["label_gap_mean"]["outcome"] == "pass"
+    assert rows["tanh_more_label_aligned_in_most_settings"]["outcome"] == "fail"
+    assert rows["relu_more_input_aligned_in_most_settings"]["outcome"] == "pass"
+    assert result["status"] == "partial"
