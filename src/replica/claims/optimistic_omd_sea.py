@@ -28,9 +28,12 @@ Convex case: A = diag(0 .. L) (one zero eigenvalue: convex, not strongly convex)
 the noise s (a = 0), one the adversarial amplitude a (s = 0). The bound predicts regret ~ V^{1/2}
 in V = sigma^2 + Sigma^2 once V is large against the constant terms.
 
-Slow-drift arm (both cases): theta_t = theta_0 + a sin(2 pi t / P) v, v = 1 / sqrt(d), no noise, so
-the last gradient predicts the next one (the hint is informative) and
-Sigma^2_{1:T} = a^2 |A v|^2 sum_{t >= 2} (sin(2 pi t / P) - sin(2 pi (t - 1) / P))^2 (exact sum).
+Slow-drift arm (both cases): theta_t = theta_0 + a sin(2 pi t / P + phi) v with, per seed and
+configuration, a uniform phase phi and v = r / sqrt(d), r in {-1, +1}^d uniform (drawn before the
+game), and no noise, so the last gradient predicts the next one (the hint is informative). Since
+|A v|^2 = tr(A^2) / d for every r and E_phi (sin(w t + phi) - sin(w (t-1) + phi))^2 = 2 sin^2(w/2),
+Sigma^2_{1:T} = 2 (T - 1) sin^2(pi / P) a^2 tr(A^2) / d and
+Sigma^2_max = 4 sin^2(pi / P) a^2 tr(A^2) / d.
 Ablation: the same learner with the hint M_t = 0 and the same step-size rule on the same loss
 sequences ("*_nohint": OGD with that step rule); on the i.i.d. arms with an interior optimum
 |g_t|^2 is itself of the order of the variation, so only the slow-drift arm can separate them.
@@ -91,14 +94,14 @@ def configurations(params: dict, case: str) -> dict[str, np.ndarray]:
     }
 
 
-def sine_direction(dim: int) -> np.ndarray:
-    """v of the slow-drift arm: the unit diagonal."""
-    return np.ones(dim) / np.sqrt(dim)
+def slow_drift_draws(seeds, n_configs: int, dim: int, case: str):
+    """Per seed and configuration: phase phi (S, C) and direction v = r / sqrt(d) (S, C, d).
 
-
-def sine_path(rounds: int, period: float) -> np.ndarray:
-    """sin(2 pi t / P) for t = 1..T."""
-    return np.sin(2 * np.pi * np.arange(1, rounds + 1) / period)
+    Their own stream, so the noise and Rademacher draws of the other arms do not move."""
+    rngs = [np.random.default_rng([int(s), CASES.index(case), 7]) for s in seeds]
+    phase = np.stack([r.uniform(0, 2 * np.pi, n_configs) for r in rngs])
+    signs = np.stack([r.choice([-1.0, 1.0], size=(n_configs, dim)) for r in rngs])
+    return phase, signs / np.sqrt(dim)
 
 
 def theta_zero(dim: int) -> np.ndarray:
@@ -112,7 +115,6 @@ def generate(params: dict, seeds: list[int]) -> dict[str, np.ndarray]:
     their variances are known in closed form (theory)."""
     out = {
         "theta0": theta_zero(params["dim"]),
-        "sine_dir": sine_direction(params["dim"]),
         "seeds": np.asarray(seeds),
     }
     for case in CASES:
@@ -131,7 +133,9 @@ def variances(
     Round t (1-based) has noise scale s and amplitude a when t <= K, else 0. With r_t i.i.d.
     Rademacher, E||A(a_t r_t - a_{t-1} r_{t-1})||^2 = (a_t^2 + a_{t-1}^2) tr(A^2). Where sine is
     1 (slow-drift arm, always active), theta_t - theta_{t-1} = a (u_t - u_{t-1}) v with
-    u_t = sin(2 pi t / P), so Sigma^2_{1:T} = a^2 |A v|^2 sum_{t >= 2} (u_t - u_{t-1})^2 exactly."""
+    u_t = sin(2 pi t / P + phi): in expectation over the phase and the signs of v,
+    Sigma^2_{1:T} = 2 (T - 1) sin^2(pi / P) a^2 tr(A^2) / d; the sup over rounds of the per-round
+    variation, 4 sin^2(pi / P) a^2 tr(A^2) / d, is taken as Sigma^2_max."""
     noise, adv = np.asarray(noise, float), np.asarray(adv, float)
     k = np.minimum(np.asarray(active), rounds)
     dim, tr_a2 = len(curv), float(np.sum(np.asarray(curv) ** 2))
@@ -143,10 +147,9 @@ def variances(
     big_sigma2_max = adv**2 * tr_a2 * np.where(k >= 2, 2, 1)
     if sine is not None and np.any(np.asarray(sine) > 0):
         on = np.asarray(sine) > 0
-        steps = np.diff(sine_path(rounds, period)) ** 2
-        av2 = float(np.sum((np.asarray(curv) * sine_direction(dim)) ** 2))
-        big_sigma2 = np.where(on, adv**2 * av2 * steps.sum(), big_sigma2)
-        big_sigma2_max = np.where(on, adv**2 * av2 * steps.max(), big_sigma2_max)
+        per_round = 2 * np.sin(np.pi / period) ** 2 * adv**2 * tr_a2 / dim  # E over phi and r
+        big_sigma2 = np.where(on, per_round * (rounds - 1), big_sigma2)
+        big_sigma2_max = np.where(on, 2 * per_round, big_sigma2_max)
     return {
         "sigma2": sigma2,
         "Sigma2": big_sigma2,
@@ -220,8 +223,8 @@ def run_learners(kinds, curv, theta0, cfg: dict, seeds, params: dict, case: str)
     rounds, dim = params["rounds"], len(curv)
     n_l, n_s, n_c = len(kinds), len(seeds), len(cfg["noise"])
     sine = np.asarray(cfg.get("sine", np.zeros(n_c)))[None, :, None] > 0
-    path = sine_path(rounds, params.get("slow_period", 1.0))
-    direction = sine_direction(dim)
+    omega = 2 * np.pi / params.get("slow_period", 1.0)
+    phase, direction = slow_drift_draws(seeds, n_c, dim, case)  # (S, C), (S, C, d)
     noise = np.asarray(cfg["noise"], float)[None, :, None]  # (1, C, 1)
     adv = np.asarray(cfg["adv"], float)[None, :, None]
     active = np.asarray(cfg["active"])[None, :, None]
@@ -245,7 +248,8 @@ def run_learners(kinds, curv, theta0, cfg: dict, seeds, params: dict, case: str)
             t = start + j + 1
             on = t <= active
             xi = np.where(on, noise, 0.0) * z[:, :, j]
-            drift = np.where(sine, path[t - 1] * direction, signs[:, :, j])
+            wave = np.sin(omega * t + phase)[..., None] * direction
+            drift = np.where(sine, wave, signs[:, :, j])
             theta = theta0 + np.where(on, adv, 0.0) * drift
             eta = np.stack(
                 [step_sizes(k, t, err_sum[i], params, rounds) for i, k in enumerate(kinds)]
