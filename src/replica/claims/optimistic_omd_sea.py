@@ -186,7 +186,7 @@ def theory(data: dict[str, np.ndarray], params: dict) -> dict:
 # ----------------------------------------------------------------------------- learners
 def project(x: np.ndarray) -> np.ndarray:
     """Euclidean projection onto the ball of radius RADIUS (last axis)."""
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    norm = np.sqrt(np.einsum("...i,...i->...", x, x))[..., None]
     return x * np.minimum(1.0, RADIUS / np.maximum(norm, 1e-300))
 
 
@@ -240,32 +240,49 @@ def run_learners(kinds, curv, theta0, cfg: dict, seeds, params: dict, case: str)
     hinted = np.array([uses_hint(k) for k in kinds])[:, None, None, None]
     saved = {"loss": [], "theta": [], "xi": [], "quad": []}
     tick = runtime.Progress(rounds, f"play {case}")
+    # step-size rule per learner: adaptive (omd_convex), 2 / (lambda t + 8L) (omd_sc), fixed (ogd)
+    bases = [base_kind(k) for k in kinds]
+    adaptive = np.array([b == "omd_convex" for b in bases])[:, None, None, None]
+    is_sc = np.array([b == "omd_sc" for b in bases])[:, None, None, None]
+    diam, smooth = 2 * RADIUS, params["smooth"]
+    ogd_step = diam / (params["grad_bound"] * np.sqrt(rounds))
     for start in range(0, rounds, CHUNK):
         size = min(CHUNK, rounds - start)
         z = np.stack([r.standard_normal((n_c, size, dim)) for r in rngs])  # (S, C, n, d)
         signs = np.stack([r.choice([-1.0, 1.0], size=(n_c, size, dim)) for r in rngs])
+        # the chunk's loss sequence at once: xi_t, theta_t (S, C, n, d), as round by round before
+        t_chunk = np.arange(start + 1, start + size + 1)
+        on = (t_chunk[None, None, :] <= active)[..., None]  # (1, C, n, 1)
+        xis = np.where(on, noise[..., None], 0.0) * z
+        wave = np.sin(omega * t_chunk[None, None, :] + phase[..., None])[..., None]
+        drift = np.where(sine[..., None], wave * direction[:, :, None, :], signs)
+        thetas = theta0 + np.where(on, adv[..., None], 0.0) * drift
+        quads = 0.5 * np.sum(curv * thetas * thetas, -1)  # (S, C, n)
         for j in range(size):
             t = start + j + 1
-            on = t <= active
-            xi = np.where(on, noise, 0.0) * z[:, :, j]
-            wave = np.sin(omega * t + phase)[..., None] * direction
-            drift = np.where(sine, wave, signs[:, :, j])
-            theta = theta0 + np.where(on, adv, 0.0) * drift
-            eta = np.stack(
-                [step_sizes(k, t, err_sum[i], params, rounds) for i, k in enumerate(kinds)]
+            xi, theta = xis[:, :, j], thetas[:, :, j]
+            fixed = np.where(is_sc, 2.0 / (params["lam"] * t + 8 * smooth), ogd_step)
+            eta = np.where(
+                adaptive,
+                np.minimum(diam / np.sqrt(np.maximum(err_sum, 1e-300)), 1 / (4 * smooth)),
+                fixed,
             )
             used = np.where(hinted, hint, 0.0)  # M_t: the last gradient, or 0 without the hint
             x = project(x_hat - eta * used)
             diff = x - theta
-            grad = curv * diff + xi
-            cum_loss += 0.5 * np.sum(curv * diff * diff, -1) + np.sum(xi * x, -1)
-            # for OGD the hint is masked, so x = x_hat and this is x_{t+1} = P(x_t - eta g_t)
+            a_diff = curv * diff
+            grad = a_diff + xi
+            cum_loss += np.einsum("...i,...i->...", 0.5 * a_diff + xi, diff) + np.einsum(
+                "...i,...i->...", xi, theta
+            )  # = 1/2 diff^T A diff + xi . x
+            # without the hint x = x_hat, and this is x_{t+1} = P(x_t - eta g_t)
             x_hat = project(x_hat - eta * grad)
-            err_sum += np.sum((grad - used) ** 2, -1, keepdims=True)
+            miss = grad - used
+            err_sum += np.einsum("...i,...i->...", miss, miss)[..., None]
             hint = grad
             sum_theta += theta
             sum_xi += xi
-            sum_quad += 0.5 * np.sum(curv * theta * theta, -1)
+            sum_quad += quads[:, :, j]
             if t in marks:
                 saved["loss"].append(cum_loss.copy())
                 saved["theta"].append(sum_theta.copy())
