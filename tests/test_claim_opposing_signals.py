@@ -125,3 +125,26 @@ def test_outlier_groups_share_or_flip_the_large_feature(mode):
 def test_smoke_chain(tmp_path):
     result = run_chain("opposing_signals", "smoke", tmp_path)
     assert result["status"] != "error", result["reason"]
+
+
+def test_measure_gives_a_per_seed_sharpness_level_for_every_seed():
+    """A seed that never reaches the onset gets the mean of the second half (below the band)."""
+    params = {
+        "lr": 0.1,
+        "onset_frac": 0.9,
+        "eos_tol": 0.1,
+        "steps": 40,
+        "min_window": 10,
+    }  # 2 / eta = 20
+    eig = np.array([[10.0, 15.0, 19.0, 20.0, 20.5], [5.0, 6.0, 7.0, 8.0, 9.0]])
+    t = np.arange(41)
+    loss = np.stack([np.stack([1 / (1 + t), 1 / (1 + t), 1 / (1 + t)], -1)] * 2)
+    run = {
+        "eig": eig,
+        "eig_steps": np.arange(0, 50, 10),
+        "loss": loss,
+        "eigvec_w_last": np.ones((2, 3, 2)),
+    }
+    rec = ops.measure_mode(run, params, [np.array([1.0, 0.0])] * 2)
+    np.testing.assert_allclose(rec["eos_eig_ratio"], [np.mean([19, 20, 20.5]) / 20, 8.0 / 20])
+    assert rec["onset_step"] == [20, None] and rec["eos_fraction"][1] == 0.0
