@@ -217,3 +217,9 @@ def test_the_narrative_is_written_from_the_verdict():
     assert "measured 0.9575 [" in text and "vs theory 1" in text
     assert "partial" in verdict_html(v)
     assert gate_text(v["checks"][0]) == "whole 95 % interval >= 0.9"
+
+
+def test_identical_seeds_are_flagged():
+    v = judge(M, {**GOOD, "s_abl": [0.2, 0.2, 0.2, 0.2]})
+    assert "zero width" in v["controls"][0]["note"]
+    assert "note" not in v["checks"][0]

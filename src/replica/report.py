@@ -146,6 +146,7 @@ def _row_sentence(kind: str, row: dict) -> str:
         f"- {kind} `{row['name']}` ({row['what'].strip()}): {interval_text(row)}"
         + (f"; {spread}" if spread else "")
         + f". Gate: {gate_text(row)}: **{row.get('outcome', '—')}**."
+        + (f" Note: {row['note']}." if row.get("note") else "")
     )
 
 

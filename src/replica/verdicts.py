@@ -152,6 +152,10 @@ def _row(spec: dict[str, Any], raw: dict, stats: dict, n_seeds) -> dict[str, Any
         passed = [OPS[spec["op"]](x, spec["threshold"]) for x in values]
         row["seed_fraction"] = float(np.mean(passed))
     row["outcome"] = gate_outcome(spec, stat, band)
+    per_seed = stat["per_seed"]
+    if per_seed is not None and len(per_seed) > 1 and min(per_seed) == max(per_seed):
+        # e.g. every seed drew the same data: the interval then says nothing about seed noise
+        row["note"] = "every seed gives the same value: the interval has zero width"
     return row
 
 
