@@ -31,7 +31,7 @@ def citation(manifests: dict[str, registry.Manifest]) -> dict:
                     {"type": "other", "value": f"arXiv:{paper['arxiv']}"},
                     {"type": "url", "value": f"https://arxiv.org/abs/{paper['arxiv']}"},
                 ],
-                "notes": f"replicated claim: {slug}",
+                "notes": f"claim tested in replica: {slug}",
             }
         )
     return {
