@@ -223,3 +223,9 @@ def test_identical_seeds_are_flagged():
     v = judge(M, {**GOOD, "s_abl": [0.2, 0.2, 0.2, 0.2]})
     assert "zero width" in v["controls"][0]["note"]
     assert "note" not in v["checks"][0]
+
+
+def test_manifest_text_reaches_the_narrative_literally():
+    m = manifest([{**PRIMARY, "primary": True, "what": "[a](Tanh) x_1 * <script>x</script>"}])
+    text = findings(judge(m, GOOD))
+    assert "](Tanh)" not in text.replace("\\](Tanh)", "") and "<script>" not in text

@@ -6,6 +6,7 @@ Notebooks read results and never train; everything they show comes from the file
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 import numpy as np
@@ -140,10 +141,16 @@ def counts_text(verdict: dict) -> str:
     return "; ".join(parts)
 
 
+def _md(text: str) -> str:
+    """Manifest text as literal markdown: no links, emphasis or HTML from its brackets."""
+    text = html.escape(" ".join(str(text).split()), quote=False)
+    return re.sub(r"([\\`*_\[\]#|])", r"\\\1", text)
+
+
 def _row_sentence(kind: str, row: dict) -> str:
     spread = _seed_spread(row)
     return (
-        f"- {kind} `{row['name']}` ({row['what'].strip()}): {interval_text(row)}"
+        f"- {kind} `{row['name']}` ({_md(row['what'])}): {interval_text(row)}"
         + (f"; {spread}" if spread else "")
         + f". Gate: {gate_text(row)}: **{row.get('outcome', '—')}**."
         + (f" Note: {row['note']}." if row.get("note") else "")
@@ -156,7 +163,7 @@ def findings(verdict: dict) -> str:
     scale = verdict.get("scale", "?")
     lines = [
         f"**What we found ({scale} scale, {verdict.get('seeds', '?')} seeds).** "
-        f"Status **{status}**: {verdict.get('reason', '')}."
+        f"Status **{status}**: {_md(verdict.get('reason', ''))}."
     ]
     if status == "error":
         return lines[0]
@@ -164,7 +171,7 @@ def findings(verdict: dict) -> str:
     key = verdict.get("key") or {}
     if key.get("measured") is not None:
         measured = {"value": key["measured"], "ci": key.get("ci"), "n": key.get("n")}
-        text = f"Key statistic, {key['label']}: measured {interval_text(measured)}"
+        text = f"Key statistic, {_md(key['label'])}: measured {interval_text(measured)}"
         if key.get("theory") is not None:
             text += f" vs theory {_fmt(key['theory'])}"
             if key["theory"] not in (0, 0.0):
