@@ -52,7 +52,9 @@ MANIFEST_CASES = [
     ("claim too short", _set(["claim"], "true"), "claim"),
     (
         "duplicate check name",
-        lambda m: m["controls"].append(copy.deepcopy(m["checks"][0])),
+        lambda m: m["controls"].append(
+            {**copy.deepcopy(m["controls"][0]), "name": m["checks"][0]["name"]}
+        ),
         "checks",
     ),
     ("key statistic missing", _drop("key_statistic"), "key_statistic"),

@@ -187,15 +187,15 @@ def test_slurm_profile_settings_are_not_replaced_by_the_workflow_profile():
     code = (
         "from snakemake.cli import parse_args; "
         "_, a = parse_args(['--profile', 'profiles/slurm', '-n']); "
-        "print(a.latency_wait, a.retries, a.jobs, a.executor, "
-        "getattr(a, 'slurm_status_command', 'unset'))"
+        "print('|'.join(map(str, [a.latency_wait, a.retries, a.jobs, a.executor, "
+        "getattr(a, 'slurm_status_command', 'unset')])))"
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(EXTRAS), str(ROOT / "src")]))
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    latency, retries, jobs, executor, status = out.stdout.split()[-5:]
+    latency, retries, jobs, executor, status = out.stdout.strip().splitlines()[-1].split("|")
     assert (latency, retries, jobs, executor) == ("60", "1", "100", "slurm")
     # The plugin's own choice (sacct where accounting exists) is the default, not squeue.
     assert status != "squeue"
