@@ -143,3 +143,20 @@ def test_defaults_fill_a_partial_config():
         "device": "auto",
         "base_seed": 0,
     }
+
+
+def test_import_scan_finds_every_form_of_replica_import():
+    source = (
+        "from replica import (\n    runtime,\n    margins as m,\n)\n"
+        "import replica.verdicts, numpy\n"
+        "    from replica.claims.x import y  # indented, inside a function\n"
+        "from numpy import replica_like\n"
+    )
+    assert registry.imported_replica_modules(source) == {
+        "replica",
+        "replica.runtime",
+        "replica.margins",
+        "replica.verdicts",
+        "replica.claims.x",
+        "replica.claims.x.y",
+    }

@@ -35,3 +35,47 @@ def test_log_spaced_steps_are_distinct_integers_covering_the_run():
     # more points than steps: rounding merges duplicates, every step is kept once
     np.testing.assert_array_equal(runtime.log_spaced_steps(6, 50), np.arange(1, 7))
     assert runtime.log_spaced_steps(1, 10).tolist() == [1]
+
+
+def _python(code: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(runtime.Path(runtime.__file__).parents[1]))
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_no_claim_module_imports_torch_until_it_is_used():
+    """generate, theory, measure and verdict jobs skip torch's import when they never call it."""
+    out = _python(
+        "import importlib, sys\n"
+        "from replica import registry, runtime\n"
+        "runtime.defer_torch()\n"
+        "for path in sorted(registry.CLAIMS_DIR.glob('*.yaml')):\n"
+        "    importlib.import_module(f'replica.claims.{path.stem}')\n"
+        "    if runtime.torch_loaded():\n"
+        "        print(path.stem)\n"
+        "        break\n"
+    )
+    assert out == "", f"importing {out.strip()} loads torch: use it only inside functions"
+
+
+def test_deferred_torch_loads_on_first_use_and_is_then_the_real_module():
+    out = _python(
+        "import sys\n"
+        "from replica import runtime\n"
+        "runtime.defer_torch()\n"
+        "import torch\n"
+        "from replica.claims import ntk\n"
+        "assert not runtime.torch_loaded()\n"
+        "x = torch.ones(3)\n"  # first use: the real torch, one thread
+        "assert runtime.torch_loaded() and sys.modules['torch'].ones is torch.ones\n"
+        "assert ntk.torch is sys.modules['torch'], 'claim modules are rebound to it'\n"
+        "print(torch.get_num_threads(), float(x.sum()))\n"
+    )
+    assert out.split() == ["1", "3.0"]

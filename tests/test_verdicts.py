@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
+from replica import verdicts
 from replica.report import findings, gate_text, verdict_html
 from replica.verdicts import aggregate, gate_outcome, judge
 
@@ -229,3 +230,9 @@ def test_manifest_text_reaches_the_narrative_literally():
     m = manifest([{**PRIMARY, "primary": True, "what": "[a](Tanh) x_1 * <script>x</script>"}])
     text = findings(judge(m, GOOD))
     assert "](Tanh)" not in text.replace("\\](Tanh)", "") and "<script>" not in text
+
+
+@pytest.mark.parametrize("dof", [1, 2, 3, 4, 7, 8, 15, 30, 199])
+def test_t_quantile_matches_scipy(dof):
+    """The closed-form Student-t quantile (no scipy import in verdict jobs) against scipy."""
+    assert verdicts.t_quantile(dof) == pytest.approx(scipy_stats.t.ppf(0.975, dof), rel=1e-12)

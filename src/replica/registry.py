@@ -6,9 +6,11 @@ reported (file and field) before any job starts.
 
 from __future__ import annotations
 
-import ast
+import importlib.util
 import itertools
 import math
+import py_compile
+import re
 import sys
 from dataclasses import dataclass
 from functools import cache
@@ -24,6 +26,13 @@ SCHEMA_DIR = ROOT / "workflow" / "schemas"
 NOTEBOOK_DIR = ROOT / "notebooks"
 SRC_DIR = ROOT / "src"
 SCALES = ("smoke", "quick", "paper")
+# libyaml's parser where it is built in (the pinned PyYAML wheels have it): ten times faster,
+# and parsing 120 manifests was most of a DAG build.
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def read_yaml(path: Path) -> Any:
+    return yaml.load(Path(path).read_text(), Loader=YAML_LOADER)
 
 
 class InvalidInput(ValueError):
@@ -61,7 +70,7 @@ class Manifest:
 
 @cache
 def _schema(name: str) -> Draft202012Validator:
-    schema = yaml.safe_load((SCHEMA_DIR / f"{name}.schema.yaml").read_text())
+    schema = read_yaml(SCHEMA_DIR / f"{name}.schema.yaml")
     return Draft202012Validator(schema)
 
 
@@ -111,7 +120,7 @@ def grid_points(grid: dict[str, list]) -> dict[str, dict[str, Any]]:
 def load_manifest(path: Path) -> Manifest:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path)
     except yaml.YAMLError as err:
         raise InvalidInput(path, "(yaml)", f"not valid YAML: {err}") from None
     if not isinstance(data, dict):
@@ -197,15 +206,40 @@ def require_claim(slug: str, registry: dict[str, Manifest], source="target", fie
     return registry[slug]
 
 
+# `from replica.x import a, (b, c)` and `import replica.x`, anywhere in a module: a text scan,
+# not a parse, because the DAG build asks for every claim and parsing them all was slow. A
+# mention in a docstring only adds an input (a harmless extra re-run trigger).
+_IMPORT = re.compile(
+    r"^\s*(?:from\s+(replica(?:\.\w+)*)\s+import\s+(\([^)]*\)|[^\n#]+)"
+    r"|import\s+(replica(?:\.\w+)*(?:\s*,\s*[\w.]+)*))",
+    re.M,
+)
+
+
+def imported_replica_modules(source: str) -> set[str]:
+    """Dotted names that may be replica modules: `from m import n` gives m and m.n."""
+    names: set[str] = set()
+    for base, imported, plain in _IMPORT.findall(source):
+        if base:
+            names.add(base)
+            for part in imported.strip("()").split(","):
+                name = part.split()[0] if part.split() else ""  # drops `as alias`
+                if name.isidentifier():
+                    names.add(f"{base}.{name}")
+        else:
+            names.update(n.strip() for n in plain.split(",") if n.strip().startswith("replica"))
+    return names
+
+
 @cache
 def module_sources(slug: str) -> tuple[Path, ...]:
     """The claim module and every replica module it imports, transitively.
 
     These are inputs of the claim's compute rules: editing one re-runs exactly the claims
     that use it, and editing the gallery code re-runs no training. Cached per process: the
-    DAG asks once per job, and re-parsing every import each time dominated large DAG builds.
-    A module that does not parse is reported once (file and line) and kept as an input: its
-    claim's jobs then fail into an error card, and every other claim still builds.
+    DAG asks once per job. A module that does not compile is reported once (file and line)
+    and kept as an input: its claim's jobs then fail into an error card, and every other
+    claim still builds.
     """
     seen: set[Path] = set()
     todo = [SRC_DIR / "replica" / "claims" / f"{slug}.py"]
@@ -214,33 +248,52 @@ def module_sources(slug: str) -> tuple[Path, ...]:
         if path in seen or not path.exists():
             continue
         seen.add(path)
-        tree = _parsed(path)
-        for node in ast.walk(tree) if tree is not None else ():
-            names = []
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            for name in names:
-                if name == "replica" or name.startswith("replica."):
-                    parts = name.split(".")
-                    module = SRC_DIR.joinpath(*parts).with_suffix(".py")
-                    package = SRC_DIR.joinpath(*parts, "__init__.py")
-                    todo.extend(p for p in (module, package) if p.exists())
+        source = _checked_source(path)
+        for name in imported_replica_modules(source):
+            parts = name.split(".")
+            module = SRC_DIR.joinpath(*parts).with_suffix(".py")
+            package = SRC_DIR.joinpath(*parts, "__init__.py")
+            todo.extend(p for p in (module, package) if p.exists())
     return tuple(sorted(seen))
 
 
 @cache
-def _parsed(path: Path) -> ast.Module | None:
+def _checked_source(path: Path) -> str:
+    """The module's text, after a syntax check that costs nothing when Python's bytecode cache
+    already holds this version of the file (the jobs' imports keep it fresh)."""
+    source = path.read_text()
+    if not _bytecode_is_current(path):
+        try:
+            py_compile.compile(str(path), doraise=True)
+        except py_compile.PyCompileError as err:
+            lineno = getattr(err.exc_value, "lineno", "?")
+            msg = getattr(err.exc_value, "msg", err.exc_type_name)
+            print(
+                f"replica: {path}:{lineno}: {err.exc_type_name}: {msg}; the claims that import "
+                "it will end in an error card, the others build as usual",
+                file=sys.stderr,
+            )
+        except OSError:
+            pass  # a read-only checkout: no bytecode written, the check ran all the same
+    return source
+
+
+def _bytecode_is_current(path: Path) -> bool:
+    """True when __pycache__ holds bytecode compiled from this file's current mtime and size
+    (the header Python itself checks before it reuses a .pyc)."""
     try:
-        return ast.parse(path.read_text(), filename=str(path))
-    except SyntaxError as err:
-        print(
-            f"replica: {path}:{err.lineno}: SyntaxError: {err.msg}; the claims that import it "
-            "will end in an error card, the others build as usual",
-            file=sys.stderr,
-        )
-        return None
+        header = Path(importlib.util.cache_from_source(str(path))).read_bytes()[:16]
+        stat = path.stat()
+    except OSError:
+        return False
+    flags = int.from_bytes(header[4:8], "little")
+    return (
+        len(header) == 16
+        and header[:4] == importlib.util.MAGIC_NUMBER
+        and flags == 0  # timestamp-based, not hash-based
+        and int.from_bytes(header[8:12], "little") == int(stat.st_mtime) & 0xFFFFFFFF
+        and int.from_bytes(header[12:16], "little") == stat.st_size & 0xFFFFFFFF
+    )
 
 
 def require_point(manifest: Manifest, scale: str, point: str) -> dict[str, Any]:

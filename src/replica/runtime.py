@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
+import sys
 import tempfile
+import types
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,57 @@ ERROR_KEY = "__error__"
 # Training is cached between workflows, and Snakemake allows no benchmark file on a cached
 # rule, so the train step records its own wall time inside its output under this key.
 TRAIN_SECONDS_KEY = "__train_seconds__"
+
+
+class _DeferredTorch(types.ModuleType):
+    """Stands in for torch in sys.modules until a claim first touches it.
+
+    Claim modules import torch at the top, but many steps (generate, theory, measure,
+    verdict) never call it, and importing torch is most of a short job's 2-3 s start-up.
+    The first attribute looked up loads the real torch (pinned to one thread) and forwards.
+    """
+
+    def __getattr__(self, name: str):
+        return getattr(_load_torch(), name)
+
+
+def _load_torch():
+    stand_in = sys.modules.get("torch")
+    if isinstance(stand_in, _DeferredTorch):
+        del sys.modules["torch"]
+    import torch
+
+    single_thread()
+    # Rebind the stand-in in the replica modules that imported it, so a later training loop
+    # in the same process (run_chain) looks torch up directly, not through __getattr__.
+    for name, module in list(sys.modules.items()):
+        if name.startswith("replica") and module is not None:
+            for key, value in list(vars(module).items()):
+                if value is stand_in and stand_in is not None:
+                    setattr(module, key, torch)
+    return torch
+
+
+def defer_torch() -> None:
+    """Import torch only when first used (a no-op once torch is loaded)."""
+    sys.modules.setdefault("torch", _DeferredTorch("torch"))
+
+
+def no_grad(fn):
+    """@torch.no_grad() for a module-level function, without importing torch at definition."""
+
+    @functools.wraps(fn)
+    def without_grad(*args, **kwargs):
+        import torch
+
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+
+    return without_grad
+
+
+def torch_loaded() -> bool:
+    return not isinstance(sys.modules.get("torch", _DeferredTorch("torch")), _DeferredTorch)
 
 
 def single_thread() -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812 - torch convention
 
 SIGNAL_KINDS = ("antipodal", "orthogonal")
 NOISE_KINDS = ("gaussian", "sparse")
@@ -127,10 +126,10 @@ def signal_norm_for(n_snr2: float, n: int, sigma: float, dim: int) -> float:
 def activation(name: str):
     """Activations used by the patch-network papers (ReLU, its powers, smooth variants)."""
     table = {
-        "relu": F.relu,
-        "relu2": lambda z: F.relu(z) ** 2,
-        "relu3": lambda z: F.relu(z) ** 3,
-        "softplus": F.softplus,
+        "relu": torch.relu,
+        "relu2": lambda z: torch.relu(z) ** 2,
+        "relu3": lambda z: torch.relu(z) ** 3,
+        "softplus": torch.nn.functional.softplus,
         "linear": lambda z: z,
         "tanh": torch.tanh,
     }
@@ -146,10 +145,12 @@ def init_filters(
     dim: int,
     sigma0: float,
     n_classes: int = 2,
-    dtype=torch.float64,
+    dtype=None,
 ) -> torch.Tensor:
-    """Filters w_{j,r} ~ N(0, sigma0^2 I): shape (S, n_classes, width, d)."""
+    """Filters w_{j,r} ~ N(0, sigma0^2 I): shape (S, n_classes, width, d), float64 unless
+    dtype says otherwise."""
     shape = (n_seeds, n_classes, width, dim)
+    dtype = torch.float64 if dtype is None else dtype
     return sigma0 * torch.randn(shape, generator=generator, dtype=dtype)
 
 
@@ -174,7 +175,7 @@ def margin_output(class_out: torch.Tensor) -> torch.Tensor:
 
 def logistic_loss(margins: torch.Tensor) -> torch.Tensor:
     """Per-sample log(1 + exp(-y f)), stable for large margins."""
-    return F.softplus(-margins)
+    return torch.nn.functional.softplus(-margins)
 
 
 # ---------------------------------------------------------------- measurements

@@ -101,7 +101,7 @@ def generate(slug, scale, out, base_seed=0):
     manifest, params, seeds = _context(slug, scale, base_seed)
 
     def body():
-        runtime.single_thread()
+        runtime.defer_torch()
         runtime.write_npz(out, claim_module(slug).generate(params, seeds))
 
     return _guarded("generate", Path(out), _npz_error, body)
@@ -111,7 +111,7 @@ def theory(slug, scale, data, out, base_seed=0):
     manifest, params, seeds = _context(slug, scale, base_seed)
 
     def body():
-        runtime.single_thread()
+        runtime.defer_torch()
         loaded = runtime.read_npz(data)
         if (err := _upstream_error(loaded)) is not None:
             raise RuntimeError(f"upstream: {err}")
@@ -164,7 +164,7 @@ def measure(slug, scale, data, runs, out, base_seed=0):
     points = manifest.points(scale)
 
     def body():
-        runtime.single_thread()
+        runtime.defer_torch()
         loaded = runtime.read_npz(data)
         trained = {Path(p).stem: runtime.read_npz(p) for p in runs}
         for arrays in trained.values():
@@ -186,6 +186,7 @@ def verdict(slug, scale, metrics, theory, out, base_seed=0, provenance_out=None)
     from replica import provenance
 
     def body():
+        runtime.defer_torch()
         loaded = [runtime.read_json(metrics), runtime.read_json(theory)]
         if (err := _upstream_error(*loaded)) is not None:
             result = error_verdict(manifest.data, err)

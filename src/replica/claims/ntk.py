@@ -46,7 +46,6 @@ import torch
 from replica import runtime
 
 DEPTH = 2  # hidden layers
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 # ----------------------------------------------------------------------------- data
@@ -197,7 +196,7 @@ def gd_step(ws, bs, inputs, deltas, err, lr: float, beta: float) -> None:
 def train_width(data, arm: str, width: int, params: dict, seeds, device, resume=None) -> dict:
     """GD on one width, all seeds batched. `resume` (from train's checkpoint) restarts the loop
     from saved weights and outputs; snapshots go to runtime.checkpoint() when one is due."""
-    dtype = DTYPES[params["dtype"]]
+    dtype = getattr(torch, params["dtype"])  # float32 / float64
     x_train = torch.as_tensor(data["x_train"], dtype=dtype, device=device)
     x_all = torch.as_tensor(data["x_all"], dtype=dtype, device=device)
     y = torch.as_tensor(data["y_train"], dtype=dtype, device=device)

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812 - torch convention
 
 from replica import runtime
 from replica import signal_noise as sn
@@ -166,7 +165,7 @@ class Optimizer:
         self.state: dict = {}
         self.t = 0
 
-    @torch.no_grad()
+    @runtime.no_grad
     def step(self, weights: dict) -> None:
         self.t += 1
         b1, b2 = self.betas
@@ -184,7 +183,7 @@ class Optimizer:
                 w -= self.lr * m_hat / (v_hat.sqrt() + self.eps)
             w.grad = None
 
-    @torch.no_grad()
+    @runtime.no_grad
     def eps_dominated_share(self, eps: float, seeds: int) -> torch.Tensor:
         """Adam: per seed, the share of active coordinates (v > 0) with sqrt(v_hat) below
         EPS_MARGIN * eps, i.e. where eps changes the update (0 for a sign-like Adam)."""
@@ -200,14 +199,14 @@ class Optimizer:
         return hit / active.clamp_min(1.0)
 
 
-@torch.no_grad()
+@runtime.no_grad
 def snapshot(weights: dict, init: dict, tensors: dict, params: dict) -> dict:
     """Everything the measurements need at one checkpoint (per seed)."""
     out = {}
     for split in ("train", "test"):
         f, attn = forward(weights, tensors[f"{split}_idx"], tensors[f"{split}_val"])
         y = tensors[f"{split}_label"]
-        out[f"{split}_loss"] = F.softplus(-y * f).mean(-1)
+        out[f"{split}_loss"] = torch.nn.functional.softplus(-y * f).mean(-1)
         out[f"{split}_acc"] = (y * f > 0).double().mean(-1)
         out[f"{split}_attn_noise"] = attn[..., 1].mean(dim=(-1, -2))  # weight on the noise key
     # value signal and value noise: movement of v_{+1} - v_{-1} along y mu and y_i xi_i
@@ -247,7 +246,7 @@ def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str
         if step == steps:
             break
         f, _ = forward(weights, tensors["train_idx"], tensors["train_val"])
-        loss = F.softplus(-y * f).mean(-1)
+        loss = torch.nn.functional.softplus(-y * f).mean(-1)
         loss.sum().backward()  # seeds are independent: the sum separates
         opt.step(weights)
         tick(step, loss=float(loss.detach().mean()))

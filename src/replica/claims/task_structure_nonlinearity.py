@@ -42,9 +42,6 @@ import torch
 
 from replica.runtime import Progress
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-ACTS = {"tanh": torch.tanh, "relu": torch.relu}
-
 
 # ----------------------------------------------------------------------------- data
 def latents() -> np.ndarray:
@@ -171,7 +168,7 @@ def train_gd(x, y, w, a, act: str, gamma: float, lr: float, steps: int, label: s
     tick = Progress(steps, label)
     for step in range(steps):
         pre = torch.bmm(x, w.transpose(1, 2))  # (B, P, N)
-        h = ACTS[act](pre)
+        h = activation(act)(pre)
         err = (torch.bmm(h, a) * out_scale - y) / n_points  # dL/df, (B, P, 2)
         grad_a = torch.bmm(h.transpose(1, 2), err) * out_scale
         back = torch.bmm(err, a.transpose(1, 2)) * out_scale * act_grad(act, pre, h)
@@ -182,14 +179,19 @@ def train_gd(x, y, w, a, act: str, gamma: float, lr: float, steps: int, label: s
     return w, a
 
 
+def activation(act: str):
+    """torch.tanh or torch.relu, by the grid's name."""
+    return getattr(torch, act)
+
+
 def hidden(cents, w, act: str):
-    return ACTS[act](torch.bmm(cents, w.transpose(1, 2)))
+    return activation(act)(torch.bmm(cents, w.transpose(1, 2)))
 
 
 def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str, np.ndarray]:
     """One (activation, regime) job: every seed x input setting is one net of a batch."""
     act, regime = point["act"], point["regime"]
-    dtype = DTYPES[params["dtype"]]
+    dtype = getattr(torch, params["dtype"])  # float32 / float64
     x = torch.as_tensor(data["x"], dtype=dtype, device=device)  # (S, K, P, d)
     n_seeds, n_set, n_points, d = x.shape
     x = x.reshape(n_seeds * n_set, n_points, d)
@@ -202,7 +204,7 @@ def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str
     gamma = params["gamma"][regime]
     w, a = train_gd(x, y, w, a, act, gamma, params["lr"], params["steps"], f"{act}/{regime}")
     h = hidden(cents, w, act)
-    f = torch.bmm(ACTS[act](torch.bmm(x, w.transpose(1, 2))), a) / (gamma * w.shape[1] ** 0.5)
+    f = torch.bmm(activation(act)(torch.bmm(x, w.transpose(1, 2))), a) / (gamma * w.shape[1] ** 0.5)
     shape = (n_seeds, n_set)
     return {
         "h0": h0.reshape(*shape, 8, -1).cpu().double().numpy(),
