@@ -1,6 +1,6 @@
 # replica: each claim of workflow/claims/*.yaml becomes the chain
 #   generate -> theory | train (one job per grid point) -> measure -> verdict
-#   -> notebook (papermill) -> claim page (nbconvert) -> gallery
+#   -> notebook (papermill) -> claim page (nbconvert) -> gallery, at one scale per run
 # Usage: snakemake --cores N [--config scale=paper claims='[ntk]'] [--profile profiles/slurm]
 
 
@@ -14,7 +14,6 @@ include: "workflow/rules/common.smk"
 
 
 wildcard_constraints:
-    scale="smoke|quick|paper",
     slug="[a-z0-9_]+",
     point="[A-Za-z0-9_.+-]+",
 

@@ -55,35 +55,32 @@ def workflow_timings(skip_gallery: bool) -> dict:
     return timings
 
 
-def _train_two_layer(batched: bool, seeds: int, d: int, width: int, batch: int, steps: int):
-    """Full-batch GD on a teacher task for `seeds` two-layer tanh nets: one bmm model or a loop."""
+def _train_two_layer(mode: str, seeds: int, d: int, width: int, batch: int, steps: int):
+    """Full-batch GD on a teacher task for `seeds` two-layer tanh nets: one bmm model over all
+    seeds ("batched"), the same in cache-sized seed chunks ("chunked"), or a per-seed loop."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(seeds, batch, d, generator=gen)
     y = torch.tanh(x[..., :1])
-    w1 = (torch.randn(seeds, d, width, generator=gen) / d**0.5).requires_grad_()
-    w2 = (torch.randn(seeds, width, 1, generator=gen) / width**0.5).requires_grad_()
+    w1 = torch.randn(seeds, d, width, generator=gen) / d**0.5
+    w2 = torch.randn(seeds, width, 1, generator=gen) / width**0.5
+    chunks = {
+        "batched": [slice(0, seeds)],
+        "chunked": runtime.seed_chunks(seeds, batch * width),
+        "loop": [slice(s, s + 1) for s in range(seeds)],
+    }[mode]
     started = time.perf_counter()
-    if batched:
+    for part in chunks:
+        a, b = w1[part].clone().requires_grad_(), w2[part].clone().requires_grad_()
         for _ in range(steps):
-            loss = ((torch.bmm(torch.tanh(torch.bmm(x, w1)), w2) - y) ** 2).mean(dim=(1, 2)).sum()
-            g1, g2 = torch.autograd.grad(loss, (w1, w2))
+            loss = ((torch.bmm(torch.tanh(torch.bmm(x[part], a)), b) - y[part]) ** 2).mean(
+                dim=(1, 2)
+            )
+            ga, gb = torch.autograd.grad(loss.sum(), (a, b))
             with torch.no_grad():
-                w1 -= 0.1 * g1
-                w2 -= 0.1 * g2
-    else:
-        models = [
-            (w1[s].detach().clone().requires_grad_(), w2[s].detach().clone().requires_grad_())
-            for s in range(seeds)
-        ]
-        for _ in range(steps):
-            for s, (a, b) in enumerate(models):
-                loss = ((torch.tanh(x[s] @ a) @ b - y[s]) ** 2).mean()
-                ga, gb = torch.autograd.grad(loss, (a, b))
-                with torch.no_grad():
-                    a -= 0.1 * ga
-                    b -= 0.1 * gb
+                a -= 0.1 * ga
+                b -= 0.1 * gb
     return time.perf_counter() - started
 
 
@@ -92,14 +89,13 @@ def trainer_timings() -> list[dict]:
     rows = []
     for d, width, batch in ((10, 32, 64), (100, 64, 64), (100, 512, 256)):
         cfg = dict(seeds=64, d=d, width=width, batch=batch, steps=200)
-        loop = _train_two_layer(False, **cfg)
-        batched = _train_two_layer(True, **cfg)
+        times = {mode: _train_two_layer(mode, **cfg) for mode in ("loop", "batched", "chunked")}
         rows.append(
             {
                 **cfg,
-                "loop_s": round(loop, 3),
-                "batched_s": round(batched, 3),
-                "speedup": round(loop / batched, 1),
+                **{f"{mode}_s": round(t, 3) for mode, t in times.items()},
+                "seeds_per_chunk": runtime.seed_chunks(64, batch * width)[0].stop,
+                "fastest": min(times, key=times.get),
             }
         )
     return rows
@@ -117,12 +113,13 @@ def main() -> None:
     (out / "bench.json").write_text(json.dumps(result, indent=1))
     for key, value in result["workflow"].items():
         print(f"{key:>24}: {value:8.2f}")
-    print("batched seeds (one bmm model) vs a loop of per-seed models, 200 GD steps, 64 seeds:")
+    print("64 seeds, 200 GD steps: per-seed loop vs one bmm model vs cache-sized seed chunks:")
     for row in result["trainer"]:
         print(
             f"  d={row['d']:>4} width={row['width']:>4} batch={row['batch']:>4}: "
             f"loop {row['loop_s']:7.2f} s, batched {row['batched_s']:6.2f} s, "
-            f"x{row['speedup']}"
+            f"chunked ({row['seeds_per_chunk']} seeds) {row['chunked_s']:6.2f} s "
+            f"-> {row['fastest']}"
         )
 
 

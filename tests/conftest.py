@@ -63,6 +63,28 @@ def toy_project(tmp_path) -> Path:
     return project
 
 
+# Manifest text that must reach HTML escaped (tests/test_security.py).
+SCRIPT_PAYLOAD = "<script>alert('x')</script>"
+
+
+@pytest.fixture(scope="session")
+def built_toy_project(tmp_path_factory) -> Path:
+    """The toy claim built once at smoke scale, for tests that only read a finished build
+    (the report, escaping, notebook execution); its title and claim carry a script payload."""
+    import yaml
+
+    project = copy_project(tmp_path_factory.mktemp("toy") / "project", with_claims=False)
+    add_toy_claim(project)
+    path = project / "workflow/claims/toy_mean.yaml"
+    manifest = yaml.safe_load(path.read_text())
+    manifest["paper"]["title"] = f"Means {SCRIPT_PAYLOAD}"
+    manifest["claim"] = f"The error shrinks {SCRIPT_PAYLOAD} like n^-1/2."
+    path.write_text(yaml.safe_dump(manifest))
+    out = snakemake(project, "--config", "scale=smoke")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return project
+
+
 @pytest.fixture(scope="session")
 def smoke_project(tmp_path_factory) -> Path:
     """Every registered claim at smoke scale, gallery included, built once per test session."""
@@ -70,3 +92,35 @@ def smoke_project(tmp_path_factory) -> Path:
     out = snakemake(project, "--config", "scale=smoke", timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     return project
+
+
+@pytest.fixture(scope="session")
+def rerun_results(tmp_path_factory) -> Path:
+    """Every registered claim at smoke scale re-run from nothing, outside Snakemake: the whole
+    chain of each claim in one process, claims split over one worker per core. Tests compare
+    it byte for byte with the smoke gallery's results."""
+    from replica import registry
+
+    out = tmp_path_factory.mktemp("rerun")
+    slugs = sorted(registry.load_registry())
+    workers = max(1, min(len(slugs), os.cpu_count() or 1))
+    code = (
+        "import sys; from pathlib import Path; from replica import steps\n"
+        "for slug in sys.argv[2:]:\n"
+        "    steps.run_chain(slug, 'smoke', Path(sys.argv[1]))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(out), *slugs[i::workers]],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(workers)
+    ]
+    errors = [p.communicate(timeout=1800)[1] for p in procs]
+    for proc, err in zip(procs, errors, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+    return out / "smoke"

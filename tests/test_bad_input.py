@@ -160,3 +160,23 @@ def test_import_scan_finds_every_form_of_replica_import():
         "replica.claims.x",
         "replica.claims.x.y",
     }
+
+
+def test_a_cached_manifest_is_checked_again_once_edited(tmp_path, monkeypatch):
+    """The registry's cache of validated manifests is keyed by content: an edit that breaks a
+    manifest is reported as before, and an invalid manifest is never stored."""
+    cache = registry._ValidatedManifests(tmp_path / "cache.json")
+    monkeypatch.setattr(registry, "_VALIDATED", cache)
+    path = tmp_path / "ntk.yaml"
+    text = (registry.CLAIMS_DIR / "ntk.yaml").read_text()
+    path.write_text(text)
+    first = registry.load_manifest(path)
+    cache.save({cache._key(path)})
+    assert len(json.loads((tmp_path / "cache.json").read_text())) == 1
+    reloaded = registry._ValidatedManifests(tmp_path / "cache.json")
+    assert reloaded.get(path) == first.data  # served from the file, same data
+
+    path.write_text(text.replace("seeds:", "seeds: -1 #", 1))
+    with pytest.raises(registry.InvalidInput, match="seeds"):
+        registry.load_manifest(path)
+    assert reloaded.get(path) is None and cache.get(path) is None

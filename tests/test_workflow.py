@@ -51,7 +51,7 @@ def test_bad_manifest_stops_before_any_job(toy_project):
 
 
 def test_unknown_claim_target_lists_valid_claims(toy_project):
-    out = snakemake(toy_project, "results/smoke/nope/verdict.json")
+    out = snakemake(toy_project, "results/smoke/nope/verdict.json", "--config", "scale=smoke")
     assert out.returncode != 0
     assert "unknown claim 'nope'; valid claims: toy_mean" in out.stdout + out.stderr
     out = snakemake(toy_project, "--config", "claims=[nope]")
@@ -88,41 +88,35 @@ def test_toy_chain_reruns_only_what_an_edit_touches(toy_project):
     assert jobs["train"] == 3 and jobs["generate"] == 1 and jobs["measure"] == 1
 
 
-def test_syntax_error_in_one_claim_module_is_reported_and_the_rest_builds(toy_project):
+def test_a_broken_claim_does_not_take_the_gallery_down(toy_project):
+    """One run, two broken claims beside a good one: a module that does not parse (reported
+    with file and line, no traceback) and a training that raises; both get error cards."""
     add_toy_claim(toy_project, "toy_syntax")
     module = toy_project / "src/replica/claims/toy_syntax.py"
     module.write_text(module.read_text() + "\ndef broken(:\n")
+    add_toy_claim(toy_project, "toy_broken", fail="train")
     out = snakemake(toy_project, "--config", "scale=smoke")
     text = out.stdout + out.stderr
-    assert out.returncode != 0
+    assert out.returncode != 0, "the command must still report the failure"
     assert (
         f"{module}:" in text
         and "SyntaxError" in text
         and "Traceback" not in text.split("SyntaxError")[0][-500:]
     )
+    assert "claim toy_broken: ERROR" in text
     summary = json.loads((toy_project / "figures/smoke/summary.json").read_text())
     status = {c["slug"]: c["status"] for c in summary["claims"]}
-    assert status == {"toy_mean": "replicated", "toy_syntax": "error"}
-
-
-def _append(path, text):
-    path.write_text(path.read_text() + text)
-
-
-def test_one_failing_claim_does_not_take_the_gallery_down(toy_project):
-    add_toy_claim(toy_project, "toy_broken", fail="train")
-    out = snakemake(toy_project, "--config", "scale=smoke")
-    assert out.returncode != 0, "the command must still report the failure"
-    assert "claim toy_broken: ERROR" in out.stdout + out.stderr
-    summary = json.loads((toy_project / "figures/smoke/summary.json").read_text())
-    status = {c["slug"]: c["status"] for c in summary["claims"]}
-    assert status == {"toy_broken": "error", "toy_mean": "replicated"}
+    assert status == {"toy_mean": "replicated", "toy_syntax": "error", "toy_broken": "error"}
     broken = next(c for c in summary["claims"] if c["slug"] == "toy_broken")
     assert "deliberate failure" in broken["reason"]
     index = (toy_project / "figures/smoke/index.html").read_text()
     assert "toy_broken_logs/" in index
     log = toy_project / "figures/smoke/claims/toy_broken_logs"
     assert "deliberate failure" in (log / "train_n-10.log").read_text()
+
+
+def _append(path, text):
+    path.write_text(path.read_text() + text)
 
 
 def test_smoke_gallery_of_every_claim(smoke_project):
@@ -152,13 +146,13 @@ def test_snakemake_lint_is_clean(toy_project):
     assert "Congratulations" in out.stdout + out.stderr
 
 
-def test_a_hung_notebook_cell_times_out_into_an_error_card(toy_project, monkeypatch):
+def test_a_hung_notebook_cell_times_out_into_an_error_card(
+    built_toy_project, tmp_path, monkeypatch
+):
     from replica import notebooks, runtime
 
-    out = snakemake(toy_project, "--config", "scale=smoke")
-    assert out.returncode == 0, out.stderr
-    nb_path = toy_project / "notebooks/toy_mean.ipynb"
-    nb = json.loads(nb_path.read_text())
+    project = built_toy_project  # read only: the hung notebook is a copy in tmp_path
+    nb = json.loads((project / "notebooks/toy_mean.ipynb").read_text())
     nb["cells"].append(
         {
             "cell_type": "code",
@@ -168,28 +162,27 @@ def test_a_hung_notebook_cell_times_out_into_an_error_card(toy_project, monkeypa
             "source": ["import time\n", "time.sleep(600)\n"],
         }
     )
-    nb_path.write_text(json.dumps(nb))
-    monkeypatch.setattr(notebooks.registry, "ROOT", toy_project)
-    monkeypatch.setattr(notebooks.registry, "CLAIMS_DIR", toy_project / "workflow/claims")
-    monkeypatch.setattr(notebooks.registry, "NOTEBOOK_DIR", toy_project / "notebooks")
-    monkeypatch.setattr(notebooks.registry, "SRC_DIR", toy_project / "src")
+    (tmp_path / "toy_mean.ipynb").write_text(json.dumps(nb))
+    monkeypatch.setattr(notebooks.registry, "ROOT", project)
+    monkeypatch.setattr(notebooks.registry, "CLAIMS_DIR", project / "workflow/claims")
+    monkeypatch.setattr(notebooks.registry, "NOTEBOOK_DIR", tmp_path)
+    monkeypatch.setattr(notebooks.registry, "SRC_DIR", project / "src")
     monkeypatch.setenv("REPLICA_CELL_TIMEOUT_S", "3")
-    results = toy_project / "results/smoke/toy_mean"
+    results = project / "results/smoke/toy_mean"
     started = time.monotonic()
-    notebooks.execute("toy_mean", "smoke", results, results / "nb.ipynb", results / "nb.png")
+    notebooks.execute("toy_mean", "smoke", results, tmp_path / "nb.ipynb", tmp_path / "nb.png")
     assert time.monotonic() - started < 120
-    error = runtime.read_json(results / "nb.ipynb")["metadata"]["replica"]["error"]
+    error = runtime.read_json(tmp_path / "nb.ipynb")["metadata"]["replica"]["error"]
     assert error and "3 s" in error
 
 
-def test_snakemake_report_groups_figures_verdicts_and_pages_by_theme(toy_project):
+def test_snakemake_report_groups_figures_verdicts_and_pages_by_theme(built_toy_project, tmp_path):
     import zipfile
 
-    out = snakemake(toy_project, "--config", "scale=smoke")
-    assert out.returncode == 0, out.stderr
-    out = snakemake(toy_project, "--report", "report.zip", "--config", "scale=smoke")
+    report = tmp_path / "report.zip"
+    out = snakemake(built_toy_project, "--report", str(report), "--config", "scale=smoke")
     assert out.returncode == 0, out.stderr[-3000:]
-    with zipfile.ZipFile(toy_project / "report.zip") as archive:
+    with zipfile.ZipFile(report) as archive:
         names = archive.namelist()
         text = "\n".join(
             archive.read(n).decode(errors="replace") for n in names if n.endswith(".html")

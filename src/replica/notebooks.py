@@ -63,7 +63,7 @@ def execute(slug: str, scale: str, results_dir, out, figure) -> None:
         "figure_path": os.path.relpath(figure.resolve(), registry.ROOT),
         "scale": scale,
     }
-    tmp = out.with_name(f".{out.name}.running")
+    tmp = out.with_name(f".{out.stem}.running.ipynb")
     cell_timeout = int(os.environ.get("REPLICA_CELL_TIMEOUT_S", CELL_TIMEOUT_S[scale]))
     error = None
     try:

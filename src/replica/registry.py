@@ -6,9 +6,14 @@ reported (file and field) before any job starts.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import hashlib
 import importlib.util
 import itertools
+import json
 import math
+import os
 import py_compile
 import re
 import sys
@@ -119,6 +124,18 @@ def grid_points(grid: dict[str, list]) -> dict[str, dict[str, Any]]:
 
 def load_manifest(path: Path) -> Manifest:
     path = Path(path)
+    data = _VALIDATED.get(path)
+    if data is None:
+        data = _validated(path)
+        _VALIDATED.put(path, data)
+    manifest = Manifest(slug=data["slug"], path=path, data=data)
+    if not manifest.module_path.exists():
+        raise InvalidInput(path, "slug", f"no claim module at {manifest.module_path}")
+    return manifest
+
+
+def _validated(path: Path) -> dict[str, Any]:
+    """Parse one manifest and check everything about it; raises InvalidInput."""
     try:
         data = read_yaml(path)
     except yaml.YAMLError as err:
@@ -136,12 +153,66 @@ def load_manifest(path: Path) -> Manifest:
         if len(ids) != math.prod(len(v) for v in manifest.scale(scale)["grid"].values()):
             raise InvalidInput(path, f"scales.{scale}.grid", "grid values repeat")
     check_gates(data, path)
-    if not manifest.module_path.exists():
-        raise InvalidInput(path, "slug", f"no claim module at {manifest.module_path}")
     if not manifest.notebook_path.exists():
         raise InvalidInput(path, "slug", f"no notebook at {manifest.notebook_path}")
     check_notebook(manifest.notebook_path)
-    return manifest
+    return data
+
+
+class _ValidatedManifests:
+    """Manifests that passed every check, keyed by content: a DAG build re-checks only what
+    changed (schema validation and YAML construction of 120 manifests took seconds).
+
+    The key hashes the manifest's bytes and file name, its notebook's bytes, the schemas and
+    this module's source, so an edit to any of them re-validates. Only valid manifests are
+    stored (an error is never cached), as JSON in Snakemake's working folder.
+    """
+
+    def __init__(self, path: Path):
+        self.path, self.entries, self.loaded, self.dirty = path, {}, False, False
+
+    def _key(self, manifest: Path) -> str | None:
+        try:
+            notebook = (NOTEBOOK_DIR / f"{manifest.stem}.ipynb").read_bytes()
+            parts = [_checker_version(), manifest.name.encode(), manifest.read_bytes(), notebook]
+        except OSError:
+            return None
+        return hashlib.sha256(b"\0".join(parts)).hexdigest()
+
+    def get(self, manifest: Path) -> dict[str, Any] | None:
+        if not self.loaded:
+            self.loaded = True
+            with contextlib.suppress(OSError, ValueError):
+                self.entries = json.loads(self.path.read_text())
+        key = self._key(manifest)
+        return copy.deepcopy(self.entries.get(key)) if key else None
+
+    def put(self, manifest: Path, data: dict[str, Any]) -> None:
+        key = self._key(manifest)
+        if key and json.loads(json.dumps(data)) == data:  # only what JSON keeps exactly
+            self.entries[key] = copy.deepcopy(data)
+            self.dirty = True
+
+    def save(self, keep: set[str]) -> None:
+        """Write the entries of the manifests just loaded (a read-only checkout skips it)."""
+        if not self.dirty:
+            return
+        self.entries = {k: v for k, v in self.entries.items() if k in keep}
+        with contextlib.suppress(OSError):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(self.entries))
+            os.replace(tmp, self.path)
+        self.dirty = False
+
+
+@cache
+def _checker_version() -> bytes:
+    files = [Path(__file__), *sorted(SCHEMA_DIR.glob("*.yaml"))]
+    return hashlib.sha256(b"".join(p.read_bytes() for p in files)).digest()
+
+
+_VALIDATED = _ValidatedManifests(ROOT / ".snakemake" / "replica-manifests.json")
 
 
 def check_gates(data: dict[str, Any], path: Path) -> None:
@@ -164,8 +235,6 @@ def check_gates(data: dict[str, Any], path: Path) -> None:
 
 def check_notebook(path: Path) -> None:
     """papermill needs a first code cell tagged 'parameters' and the python3 kernel."""
-    import json
-
     try:
         nb = json.loads(Path(path).read_text())
     except json.JSONDecodeError as err:
@@ -180,7 +249,10 @@ def check_notebook(path: Path) -> None:
 
 
 def load_registry(claims_dir: Path = CLAIMS_DIR) -> dict[str, Manifest]:
-    manifests = [load_manifest(p) for p in sorted(Path(claims_dir).glob("*.yaml"))]
+    paths = sorted(Path(claims_dir).glob("*.yaml"))
+    manifests = [load_manifest(p) for p in paths]
+    if Path(claims_dir) == CLAIMS_DIR:
+        _VALIDATED.save({k for k in map(_VALIDATED._key, paths) if k})
     return {m.slug: m for m in manifests}
 
 

@@ -200,10 +200,25 @@ def show_verdict(verdict: dict):
 
 
 def save_figure(fig, path) -> None:
-    """The gallery thumbnail: the notebook's main figure, saved where the workflow expects it."""
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+    """The gallery thumbnail: the notebook's main figure, saved where the workflow expects it.
+
+    In a notebook the saved image is then the cell's output and the figure is closed, so it
+    is drawn once: matplotlib's inline backend would otherwise draw it a second time.
+    """
+    if not path:
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        import matplotlib.pyplot as plt
+
+        display(Image(filename=str(path)))
+        plt.close(fig)
 
 
 def finite(values) -> np.ndarray:

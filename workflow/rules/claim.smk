@@ -14,13 +14,13 @@ rule generate:
         CONDA_ENV
     threads: 1
     resources:
-        runtime=step_runtime,
-        mem_mb=step_mem_mb,
+        **STEP_RESOURCES,
     params:
+        scale=SCALE,
         settings=scale_settings,
         base_seed=CONFIG["base_seed"],
     shell:
-        "python -m replica generate {wildcards.slug} --scale {wildcards.scale} "
+        "python -m replica generate {wildcards.slug} --scale {params.scale} "
         "--base-seed {params.base_seed} --out {output} > {log} 2>&1"
 
 
@@ -38,13 +38,13 @@ rule theory:
         CONDA_ENV
     threads: 1
     resources:
-        runtime=step_runtime,
-        mem_mb=step_mem_mb,
+        **STEP_RESOURCES,
     params:
+        scale=SCALE,
         settings=scale_settings,
         base_seed=CONFIG["base_seed"],
     shell:
-        "python -m replica theory {wildcards.slug} --scale {wildcards.scale} "
+        "python -m replica theory {wildcards.slug} --scale {params.scale} "
         "--base-seed {params.base_seed} --data {input.data} --out {output} > {log} 2>&1"
 
 
@@ -65,10 +65,10 @@ rule train:
         CONDA_ENV
     threads: 1
     resources:
-        runtime=step_runtime,
-        mem_mb=step_mem_mb,
-        gpu=train_gpus,
+        **STEP_RESOURCES,
+        gpu=TRAIN_GPUS,
     params:
+        scale=SCALE,
         settings=scale_settings,
         base_seed=CONFIG["base_seed"],
         device=CONFIG["device"],
@@ -76,7 +76,7 @@ rule train:
         # point of a claim would share one cache entry.
         job=lambda wildcards: dict(wildcards.items()),
     shell:
-        "python -m replica train {wildcards.slug} --scale {wildcards.scale} "
+        "python -m replica train {wildcards.slug} --scale {params.scale} "
         "--point {wildcards.point} --base-seed {params.base_seed} --device {params.device} "
         "--data {input.data} --out {output} > {log} 2>&1"
 
@@ -96,13 +96,13 @@ rule measure:
         CONDA_ENV
     threads: 1
     resources:
-        runtime=step_runtime,
-        mem_mb=step_mem_mb,
+        **STEP_RESOURCES,
     params:
+        scale=SCALE,
         settings=scale_settings,
         base_seed=CONFIG["base_seed"],
     shell:
-        "python -m replica measure {wildcards.slug} --scale {wildcards.scale} "
+        "python -m replica measure {wildcards.slug} --scale {params.scale} "
         "--base-seed {params.base_seed} --data {input.data} --runs {input.runs} "
         "--out {output} > {log} 2>&1"
 
@@ -130,14 +130,14 @@ rule verdict:
         CONDA_ENV
     threads: 1
     resources:
-        runtime=step_runtime,
-        mem_mb=step_mem_mb,
+        **STEP_RESOURCES,
     params:
+        scale=SCALE,
         settings=scale_settings,
         base_seed=CONFIG["base_seed"],
         checks=verdict_settings,
     shell:
-        "python -m replica verdict {wildcards.slug} --scale {wildcards.scale} "
+        "python -m replica verdict {wildcards.slug} --scale {params.scale} "
         "--base-seed {params.base_seed} --metrics {input.metrics} --theory {input.theory} "
         "--out {output.verdict} --provenance {output.provenance} > {log} 2>&1"
 
@@ -168,9 +168,10 @@ rule notebook:
         CONDA_ENV
     threads: 1
     resources:
-        runtime=step_runtime,
-        mem_mb=step_mem_mb,
+        **STEP_RESOURCES,
+    params:
+        scale=SCALE,
     shell:
-        "python -m replica notebook {wildcards.slug} --scale {wildcards.scale} "
+        "python -m replica notebook {wildcards.slug} --scale {params.scale} "
         "--verdict {input.verdict} --out {output.notebook} --figure {output.figure} "
         "> {log} 2>&1"

@@ -21,7 +21,7 @@ except registry.InvalidInput as err:
 SCALE = CONFIG["scale"]
 # The quick gallery is the default one; other scales get their own folder.
 GALLERY = "figures" if SCALE == "quick" else f"figures/{SCALE}"
-RESULTS = "results/{scale}/{slug}"
+RESULTS = f"results/{SCALE}/{{slug}}"  # one scale per run: --config scale=...
 # Every job: bash strict mode, one BLAS thread (jobs run side by side instead, see
 # DESIGN.md), this checkout's src/ first on the path, and `python` = the interpreter running
 # Snakemake (the project's venv, activated or not) unless jobs deploy conda environments.
@@ -33,26 +33,17 @@ shell.prefix(
     f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
     + ("" if USE_CONDA else f"export PATH={Path(sys.executable).parent}:$PATH; ")
 )
-# Cluster resources per scale (runtime in minutes, memory in MB). Local runs ignore them;
-# a profile's set-resources overrides them per rule. Training asks for one GPU at paper scale
-# unless the config pins device=cpu (the claims pick the device in runtime.select_device).
+# Cluster resources of every compute job at this scale (runtime in minutes, memory in MB).
+# Local runs ignore them; a profile's set-resources overrides them per rule. Plain values, not
+# functions of the job: Snakemake evaluates a function once per job, which added up in large
+# DAGs. Training asks for one GPU at paper scale unless the config pins device=cpu (the claims
+# pick the device in runtime.select_device).
 STEP_RESOURCES = {
     "smoke": {"runtime": 10, "mem_mb": 1000},
     "quick": {"runtime": 30, "mem_mb": 2000},
     "paper": {"runtime": 360, "mem_mb": 16000},
-}
-
-
-def step_runtime(wildcards):
-    return STEP_RESOURCES[wildcards.scale]["runtime"]
-
-
-def step_mem_mb(wildcards):
-    return STEP_RESOURCES[wildcards.scale]["mem_mb"]
-
-
-def train_gpus(wildcards):
-    return int(wildcards.scale == "paper" and CONFIG["device"] != "cpu")
+}[SCALE]
+TRAIN_GPUS = int(SCALE == "paper" and CONFIG["device"] != "cpu")
 
 
 # Used only with --sdm conda; by default jobs run in the active environment (make gallery).
@@ -77,7 +68,7 @@ def claim_sources(wildcards):
 
 def scale_settings(wildcards):
     """Tracked as a param: editing this scale's settings in the manifest re-runs the chain."""
-    return json.dumps(manifest(wildcards).scale(wildcards.scale), sort_keys=True)
+    return json.dumps(manifest(wildcards).scale(SCALE), sort_keys=True)
 
 
 def verdict_settings(wildcards):
@@ -88,8 +79,8 @@ def verdict_settings(wildcards):
 
 
 def train_outputs(wildcards):
-    points = manifest(wildcards).points(wildcards.scale)
-    return [f"results/{wildcards.scale}/{wildcards.slug}/train/{p}.npz" for p in points]
+    points = manifest(wildcards).points(SCALE)
+    return [f"results/{SCALE}/{wildcards.slug}/train/{p}.npz" for p in points]
 
 
 def notebook_source(wildcards):
