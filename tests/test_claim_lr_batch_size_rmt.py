@@ -99,6 +99,35 @@ def test_sgd_growth_rate_is_exact_on_a_one_dimensional_problem():
     assert torch.allclose(got, torch.log(torch.abs(1 - rates * a**2)), atol=1e-12)
 
 
+def test_hessian_paths_match_the_design_matrix():
+    """Full-batch GD and Adam's loss through H = X^T X / N equal the X^T (X e) forms."""
+    rng = np.random.default_rng(3)
+    x = torch.as_tensor(np.stack([spiked_rows(rng, 200, 6, 4.0) for _ in range(2)]))
+    e = torch.as_tensor(rng.standard_normal((2, 5, 6)))
+    hess = claim.data_hessian(x)
+    direct = torch.einsum("snd,sgn->sgd", x, torch.einsum("snd,sgd->sgn", x, e)) / x.shape[1]
+    torch.testing.assert_close(torch.bmm(e, hess), direct, rtol=1e-13, atol=0)
+    rates = torch.full((2, 5), 0.1, dtype=torch.float64)
+    by_h = claim.run_sgd(x, e, rates, 200, 50, None, full_batch=True)
+    # the same 50 steps through X, unnormalised: growth rate of |e| over the second half
+    err, norms = e.clone(), []
+    for _ in range(50):
+        resid = torch.einsum("snd,sgd->sgn", x, err)
+        err = err - 0.1 * torch.einsum("snd,sgn->sgd", x, resid) / 200
+        norms.append(err.norm(dim=-1).log())
+    rate = (norms[49] - norms[24]) / 25
+    torch.testing.assert_close(by_h, rate, rtol=1e-10, atol=1e-12)
+    loss = 0.5 * (torch.einsum("snd,sgd->sgn", x, e) ** 2).mean(-1)
+    torch.testing.assert_close(0.5 * (torch.bmm(e, hess) * e).sum(-1), loss, rtol=1e-13, atol=0)
+
+
+def test_sample_batch_picks_the_drawn_rows():
+    x = torch.arange(2 * 10 * 3, dtype=torch.float64).reshape(2, 10, 3)
+    got = claim.sample_batch(x, 4, torch.Generator().manual_seed(1))
+    rows = torch.randint(10, (2, 4), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(got, x[torch.arange(2)[:, None], rows], rtol=0, atol=0)
+
+
 def test_crossing_and_refine_on_hand_made_scores():
     rates = np.array([1.0, 2.0, 4.0, 8.0])
     assert claim.crossing(rates, np.array([-2.0, -1.0, 1.0, 3.0])) == pytest.approx(2 * 2**0.5)

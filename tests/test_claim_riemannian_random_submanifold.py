@@ -91,6 +91,38 @@ def test_full_step_contracts_the_gap_at_the_exact_rate():
     assert rs.predicted_rate(40, 10, eta, c) == pytest.approx(90 / 1560 * eta * c)
 
 
+def test_haar_rows_by_cholesky_match_the_qr_sampler():
+    """haar_rows_of draws the same Z as sample_rows('haar') and gives the same P_r G, P_r X."""
+    rng = np.random.default_rng(2)
+    g, x = (torch.as_tensor(rng.standard_normal((2, 30, 3))) for _ in range(2))
+    gen_a, gen_b = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    pg, px = rs.haar_rows_of(gen_a, g, x, 4, 7)
+    rows = rs.sample_rows("haar", gen_b, 8, 30, 7, "cpu")
+    for got, m in ((pg, g), (px, x)):
+        torch.testing.assert_close(
+            got, rs.rows_of(m.repeat_interleave(4, 0), rows), rtol=0, atol=1e-13
+        )
+    assert torch.equal(torch.rand(3, generator=gen_a), torch.rand(3, generator=gen_b))
+
+
+@pytest.mark.parametrize("sampler", ["perm", "fixed"])
+def test_ratio_draws_index_rows_per_seed(sampler):
+    """Draw i of a chunk uses seed i // chunk: the ratio equals the one from explicit rows."""
+    rng = np.random.default_rng(4)
+    g, x = (torch.as_tensor(rng.standard_normal((2, 12, 3))) for _ in range(2))
+    got = rs.ratio_draws(g, x, sampler, 4, 6, torch.Generator().manual_seed(1), 3)
+    gen = torch.Generator().manual_seed(1)
+    vals = []
+    for _ in range(2):  # two chunks of 3 draws per seed
+        rows = rs.sample_rows(sampler, gen, 6, 12, 4, "cpu")
+        gr, xr = g.repeat_interleave(3, 0), x.repeat_interleave(3, 0)
+        block = rs.sub_gradient(rs.rows_of(gr, rows), rs.rows_of(xr, rows))
+        omega = (rs.skew(g @ x.transpose(1, 2)) ** 2).sum((-1, -2))
+        vals.append((block**2).sum((-1, -2)).reshape(2, 3) / omega[:, None])
+    vals = torch.cat(vals, 1).numpy()
+    np.testing.assert_array_equal(got[:, 0], vals.mean(1))
+
+
 @pytest.mark.parametrize("sampler", ["perm", "haar", "fixed"])
 def test_step_matches_explicit_orthogonal_matrices(sampler):
     data, a_np, _ = pca_problem()
