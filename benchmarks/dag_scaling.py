@@ -1,11 +1,14 @@
 """How the DAG build grows with the number of claims (a benchmark script, not a timed test).
 
-    python benchmarks/dag_scaling.py [--counts 25 60 120] [--repeats 2]
+    python benchmarks/dag_scaling.py [--counts 25 60 120] [--repeats 2] [--noop]
 
 Registers synthetic claims in a temporary copy of the project: each real claim copied under
 new slugs (manifest, module and notebook), until a count is reached, then times
 `snakemake -n --forceall` (every job planned: the DAG of a cold gallery) and prints the job
-count and the best of the repeats. Writes benchmarks/out/dag_scaling.json.
+count and the best of the repeats. With --noop (needs a finished quick gallery in this
+checkout: results/quick and figures/), each copy also gets its original's results and pages,
+`snakemake --touch` settles the timestamps, and `snakemake --cores 2` with nothing to do is
+timed. Writes benchmarks/out/dag_scaling.json.
 """
 
 from __future__ import annotations
@@ -48,11 +51,29 @@ def synthetic_project(count: int) -> Path:
     return tmp
 
 
-def time_dry_run(project: Path) -> tuple[float, int]:
+def add_built_gallery(project: Path) -> None:
+    """Give every claim of the copy its original's quick results and gallery files."""
+    results, figures = ROOT / "results/quick", ROOT / "figures"
+    if not (figures / "summary.json").exists():
+        raise SystemExit("--noop needs a finished quick gallery here (make gallery)")
+    shutil.copytree(figures, project / "figures", symlinks=True)
+    for manifest in (project / "workflow/claims").glob("*.yaml"):
+        slug = manifest.stem
+        original = re.sub(r"_copy\d+$", "", slug)
+        shutil.copytree(results / original, project / "results/quick" / slug, symlinks=True)
+        if slug != original:
+            for suffix in (".html", ".ipynb", ".png", "_logs"):
+                src = figures / "claims" / f"{original}{suffix}"
+                dest = project / "figures/claims" / f"{slug}{suffix}"
+                (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest)
+    _snakemake(project, "--touch", "--cores", "1", "--quiet", "all")
+
+
+def _snakemake(project: Path, *args: str) -> tuple[float, str]:
     env = dict(os.environ, PYTHONPATH=str(project / "src"))
     started = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "2", "--quiet", "rules"],
+        [sys.executable, "-m", "snakemake", *args],
         cwd=project,
         env=env,
         capture_output=True,
@@ -61,7 +82,19 @@ def time_dry_run(project: Path) -> tuple[float, int]:
     elapsed = time.perf_counter() - started
     if out.returncode != 0:
         raise SystemExit(out.stderr[-3000:])
-    total = re.search(r"^total\s+(\d+)$", out.stdout, flags=re.M)
+    return elapsed, out.stdout + out.stderr
+
+
+def time_noop(project: Path) -> float:
+    elapsed, log = _snakemake(project, "--cores", "2")
+    if "Nothing to be done" not in log:
+        raise SystemExit(f"not a no-op run:\n{log[-3000:]}")
+    return elapsed
+
+
+def time_dry_run(project: Path) -> tuple[float, int]:
+    elapsed, log = _snakemake(project, "-n", "--forceall", "--cores", "2", "--quiet", "rules")
+    total = re.search(r"^total\s+(\d+)$", log, flags=re.M)
     return elapsed, int(total.group(1)) if total else -1
 
 
@@ -69,19 +102,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--counts", type=int, nargs="+", default=[25, 60, 120])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--noop", action="store_true", help="also time a no-op run")
     args = parser.parse_args()
     rows = []
     for count in args.counts:
         project = synthetic_project(count)
-        times = []
-        for _ in range(args.repeats):
-            seconds, jobs = time_dry_run(project)
-            times.append(seconds)
-        rows.append({"claims": count, "jobs": jobs, "dry_run_s": min(times), "all_s": times})
-        print(
-            f"{count:4d} claims  {jobs:5d} jobs  snakemake -n: {min(times):6.2f} s "
-            f"(best of {args.repeats})"
-        )
+        dry = [time_dry_run(project) for _ in range(args.repeats)]
+        row = {"claims": count, "jobs": dry[0][1], "dry_run_s": min(t for t, _ in dry)}
+        line = f"{count:4d} claims  {row['jobs']:5d} jobs  snakemake -n: {row['dry_run_s']:6.2f} s"
+        if args.noop:
+            add_built_gallery(project)
+            row["noop_s"] = min(time_noop(project) for _ in range(args.repeats))
+            line += f"  no-op run: {row['noop_s']:6.2f} s"
+        rows.append(row)
+        print(line + f"  (best of {args.repeats})", flush=True)
         shutil.rmtree(project)
     out = ROOT / "benchmarks/out"
     out.mkdir(exist_ok=True)

@@ -69,7 +69,7 @@ def test_gd_step_matches_autograd(act):
     w, a = tsn.init_net(3, 5, 6, 4, "cpu", torch.float64)
     gamma, lr = 2.0, 0.3
     wg, ag = w.clone().requires_grad_(), a.clone().requires_grad_()
-    f = torch.bmm(tsn.ACTS[act](torch.bmm(x, wg.transpose(1, 2))), ag) / (gamma * 6**0.5)
+    f = torch.bmm(tsn.activation(act)(torch.bmm(x, wg.transpose(1, 2))), ag) / (gamma * 6**0.5)
     loss = 0.5 * ((f - y) ** 2).sum((-1, -2)) / 8
     gw, ga = torch.autograd.grad(loss.sum(), [wg, ag])
     assert torch.allclose(f, torch.zeros_like(f))  # paired init: f = 0

@@ -1,0 +1,78 @@
+"""Job-seconds per claim and step, read from a finished run (a script, not a timed test).
+
+    python benchmarks/job_seconds.py [--scale quick] [--save out.json] [--compare before.json]
+
+Reads Snakemake's benchmark files (results/<scale>/<claim>/benchmarks/<step>.tsv: wall seconds
+of each job, start-up included) and, for training, the seconds each train step records in its
+output (a cached rule may not have a benchmark file; the in-process time excludes the ~2 s
+start-up of each train job). Prints one row per claim, the total and the mean per claim, and
+with --compare the same table of an earlier run beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = ("generate", "theory", "train", "measure", "verdict", "notebook")
+TRAIN_SECONDS_KEY = "__train_seconds__"  # replica.runtime.TRAIN_SECONDS_KEY (no import: fast)
+
+
+def job_seconds(results: Path) -> dict[str, dict[str, float]]:
+    table = {}
+    for claim in sorted(p for p in results.iterdir() if (p / "benchmarks").is_dir()):
+        row = {}
+        for step in STEPS:
+            tsv = claim / "benchmarks" / f"{step}.tsv"
+            if tsv.exists():
+                with tsv.open() as handle:
+                    row[step] = float(next(csv.DictReader(handle, delimiter="\t"))["s"])
+        runs = sorted((claim / "train").glob("*.npz"))
+        seconds = []
+        for run in runs:
+            with np.load(run, allow_pickle=False) as arrays:
+                if TRAIN_SECONDS_KEY in arrays.files:
+                    seconds.append(float(arrays[TRAIN_SECONDS_KEY]))
+        row["train"] = sum(seconds)
+        row["train_jobs"] = len(runs)
+        table[claim.name] = row
+    return table
+
+
+def total(row: dict[str, float]) -> float:
+    return sum(row.get(step, 0.0) for step in STEPS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", default="quick")
+    parser.add_argument("--save", type=Path)
+    parser.add_argument("--compare", type=Path)
+    args = parser.parse_args()
+    table = job_seconds(ROOT / "results" / args.scale)
+    before = json.loads(args.compare.read_text()) if args.compare else {}
+    header = f"{'claim':<36}" + "".join(f"{s[:8]:>9}" for s in STEPS) + f"{'jobs':>5}{'total':>8}"
+    print(header + (f"{'before':>8}{'ratio':>7}" if before else ""))
+    for claim, row in table.items():
+        line = f"{claim:<36}" + "".join(f"{row.get(s, 0.0):9.1f}" for s in STEPS)
+        line += f"{row['train_jobs']:5d}{total(row):8.1f}"
+        if claim in before:
+            line += f"{total(before[claim]):8.1f}{total(before[claim]) / total(row):7.2f}"
+        print(line)
+    grand = sum(map(total, table.values()))
+    print(f"{'total':<36}{'':>{9 * len(STEPS) + 5}}{grand:8.1f}", end="")
+    if before:
+        old = sum(total(before[c]) for c in table if c in before)
+        print(f"{old:8.1f}{old / grand:7.2f}", end="")
+    print(f"\nmean per claim: {grand / max(1, len(table)):.1f} job-s over {len(table)} claims")
+    if args.save:
+        args.save.write_text(json.dumps(table, indent=1))
+
+
+if __name__ == "__main__":
+    main()
