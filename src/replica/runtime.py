@@ -86,19 +86,19 @@ def single_thread() -> None:
         torch.set_num_interop_threads(1)
 
 
-def select_device(scale: str, requested: str = "auto"):
-    """The one place that picks a device: cuda at paper scale when there is one, else CPU."""
+def select_device(scale: str, requested: str = "auto") -> str:
+    """The one place that picks a device: cuda at paper scale when there is one, else CPU.
+
+    A device name ("cpu" / "cuda"), which torch takes wherever it takes a device; torch is
+    imported only to look for a GPU, so a claim that trains with numpy never imports it.
+    """
+    if requested == "cpu" or (requested == "auto" and scale != "paper"):
+        return "cpu"
     import torch
 
-    if requested == "cpu":
-        return torch.device("cpu")
-    if requested == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("config device=cuda but torch sees no CUDA device")
-        return torch.device("cuda")
-    if scale == "paper" and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("config device=cuda but torch sees no CUDA device")
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # Seeds are trained as one batched model, but a batch whose activations outgrow the CPU's

@@ -125,7 +125,7 @@ def train(slug, scale, point, data, out, base_seed=0, device="auto"):
     point_params = registry.require_point(manifest, scale, point)
 
     def body():
-        runtime.single_thread()
+        runtime.defer_torch()  # loaded (one thread) by the first claim code that uses it
         loaded = runtime.read_npz(data)
         if (err := _upstream_error(loaded)) is not None:
             raise RuntimeError(f"upstream: {err}")
