@@ -187,3 +187,28 @@ def test_verdict_returns_one_value_per_seed():
 def test_smoke_chain_runs(tmp_path):
     result = steps.run_chain("benign_overfit_trainable_cnn", "smoke", tmp_path)
     assert result["status"] != "error", result["reason"]
+
+
+@pytest.mark.parametrize("act_name", ["relu", "softplus"])
+def test_training_margins_equal_the_two_patch_product_bit_for_bit(act_name):
+    """train_margins (signal patch as one product, noise patch alone in the gemm) is the
+    shared class_outputs path exactly, forward and gradients, on reduced-coordinate inputs of
+    the quick scale's shapes (4 seeds x 12 ||mu||, n = 40, m = 10, k = 1 + n + 2m); the CPU
+    gemm sums the smaller products in the same order there (at other shapes it may pick
+    another kernel and agree only to rounding)."""
+    gen = torch.Generator().manual_seed(5)
+    s, n, c, m, k = 48, 40, 2, 10, 61
+    x = torch.zeros(s, n, 2, k, dtype=torch.float64)
+    y = torch.where(torch.rand(s, n, generator=gen) < 0.5, -1.0, 1.0).double()
+    x[:, :, 0, 0] = 3.0 * y
+    x[:, :, 1, 1:] = torch.randn(s, n, k - 1, generator=gen, dtype=torch.float64)
+    w0 = torch.randn(s, c, m, k, generator=gen, dtype=torch.float64)
+    v0 = torch.randn(s, c, m, generator=gen, dtype=torch.float64)
+    act = sn.activation(act_name)
+    out = []
+    for fn in (claim.margins, claim.train_margins):
+        w, v = w0.clone().requires_grad_(), v0.clone().requires_grad_()
+        loss = sn.logistic_loss(fn(w, v, x, y, act)).mean(-1)
+        out.append((loss.detach(), *torch.autograd.grad(loss.sum(), (w, v))))
+    for ref, new in zip(*out, strict=True):
+        assert torch.equal(ref, new)

@@ -192,3 +192,38 @@ def test_smoke_chain_and_determinism(tmp_path):
     first = np.load(root / "train" / "arm-single.npz")["filters"]
     steps.train(SLUG, "smoke", "arm-single", root / "data.npz", tmp_path / "again.npz")
     np.testing.assert_array_equal(first, np.load(tmp_path / "again.npz")["filters"])
+
+
+@pytest.mark.parametrize(
+    ("b", "n", "d", "exact"), [(40, 60, 300, True), (8, 30, 120, False)], ids=["quick", "small"]
+)
+def test_training_embedding_equals_the_two_patch_product(b, n, d, exact):
+    """train_embed (signal patch as one product, noise patch alone in the gemm) is embed(),
+    loss and gradients of both encoders through the InfoNCE loss: bit for bit at the quick
+    scale's shapes (B = 5 seeds x 8 SNR values, n = 60, d = 300), where the CPU gemm sums the
+    smaller products in the same order; at other shapes it may pick another kernel, so there
+    only to rounding."""
+    gen = torch.Generator().manual_seed(3)
+    m = 10
+    label = torch.where(torch.rand(b, n, generator=gen) < 0.5, -1.0, 1.0).double()
+    xs = []
+    for _ in range(2):
+        x = torch.zeros(b, n, 2, d, dtype=torch.float64)
+        x[:, :, 0, 0] = 2.0 * label
+        x[:, :, 1, 1:] = torch.randn(b, n, d - 1, generator=gen, dtype=torch.float64) / d**0.5
+        xs.append(x)
+    w0 = [0.3 * torch.randn(b, 1, m, d, generator=gen, dtype=torch.float64) for _ in range(2)]
+    out = []
+    for split in (False, True):
+        w1, w2 = (w.clone().requires_grad_() for w in w0)
+        h = [
+            mm.train_embed(w, x[:, :, 0], x[:, :, 1]) if split else mm.embed(w, x)
+            for w, x in zip((w1, w2), xs, strict=True)
+        ]
+        loss = mm.info_nce(h[0], h[1], 0.5)
+        out.append((loss.detach(), *torch.autograd.grad(loss.sum(), (w1, w2))))
+    for ref, new in zip(*out, strict=True):
+        if exact:
+            assert torch.equal(ref, new)
+        else:
+            assert torch.allclose(ref, new, rtol=1e-12, atol=1e-15)
