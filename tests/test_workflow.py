@@ -76,6 +76,17 @@ def test_toy_chain_reruns_only_what_an_edit_touches(toy_project):
         "all",
     }
 
+    # the manifest's text (claim, deviations) is shown by the notebook, page and gallery only
+    manifest = toy_project / "workflow/claims/toy_mean.yaml"
+    manifest.write_text(manifest.read_text().replace("claim: ", "claim: Edited. ", 1))
+    assert set(planned_jobs(toy_project, "--config", "scale=smoke")) == {
+        "notebook",
+        "claim_page",
+        "gallery",
+        "check_errors",
+        "all",
+    }
+
     _append(toy_project / "src/replica/claims/toy_mean.py", "\n# edited\n")
     jobs = planned_jobs(toy_project, "--config", "scale=smoke")
     assert jobs["train"] == 3 and jobs["generate"] == 1 and jobs["verdict"] == 1

@@ -145,6 +145,8 @@ rule verdict:
 rule notebook:
     input:
         notebook=notebook_source,
+        # notebooks print the manifest's text (claim, deviations): an edit re-runs them
+        manifest="workflow/claims/{slug}.yaml",
         verdict=f"{RESULTS}/verdict.json",
         metrics=f"{RESULTS}/metrics.json",
         theory=f"{RESULTS}/theory.json",

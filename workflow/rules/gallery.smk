@@ -15,6 +15,7 @@ rule claim_page:
         figure=f"results/{SCALE}/{{slug}}/figure.png",
         verdict=f"results/{SCALE}/{{slug}}/verdict.json",
         provenance=f"results/{SCALE}/{{slug}}/provenance.json",
+        manifest="workflow/claims/{slug}.yaml",
         code=code("gallery.py", "notebooks.py", "templates/claim_page.html.j2"),
     output:
         page=report(
@@ -58,6 +59,7 @@ rule gallery:
     input:
         pages=expand(f"{GALLERY}/claims/{{slug}}.html", slug=CLAIMS),
         verdicts=expand(f"results/{SCALE}/{{slug}}/verdict.json", slug=CLAIMS),
+        manifests=expand("workflow/claims/{slug}.yaml", slug=CLAIMS),  # titles, claims, themes
         assets=f"{GALLERY}/assets",
         code=code(
             "gallery.py",
