@@ -89,7 +89,8 @@ def built_toy_project(tmp_path_factory) -> Path:
 def smoke_project(tmp_path_factory) -> Path:
     """Every registered claim at smoke scale, gallery included, built once per test session."""
     project = copy_project(tmp_path_factory.mktemp("smoke") / "project")
-    out = snakemake(project, "--config", "scale=smoke", timeout=900)
+    claims = len(list((project / "workflow/claims").glob("*.yaml")))
+    out = snakemake(project, "--config", "scale=smoke", timeout=max(900, 15 * claims))
     assert out.returncode == 0, out.stderr[-3000:]
     return project
 
