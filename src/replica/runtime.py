@@ -35,10 +35,11 @@ class _DeferredTorch(types.ModuleType):
     """
 
     def __getattr__(self, name: str):
-        return getattr(_load_torch(), name)
+        return getattr(load_torch(), name)
 
 
-def _load_torch():
+def load_torch():
+    """The real torch now (one thread), in place of the stand-in of defer_torch()."""
     stand_in = sys.modules.get("torch")
     if isinstance(stand_in, _DeferredTorch):
         del sys.modules["torch"]

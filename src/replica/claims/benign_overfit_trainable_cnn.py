@@ -41,6 +41,8 @@ orthogonal to e_0: test patches are drawn in reduced coordinates from that exact
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -186,49 +188,56 @@ def margins(w, v, x, y, act):
 _GEMM_MIN_COLUMNS = 16
 
 
-class _PatchPreactivations(torch.autograd.Function):
-    """<w_{j,r}, x_{i,p}> for the two patches, exploiting that in reduced coordinates the
-    signal patch is (y ||mu||, 0, ..., 0) and the noise patch is 0 on e_0 (both exactly).
+@functools.cache
+def _patch_preactivations():
+    """The autograd Function below, defined on first use: a class deriving from a torch
+    class at module level would import torch in every job that imports this module."""
 
-    sn.class_outputs computes both patches in one product (filters x patches); half of it
-    multiplies by exact zeros. Here the signal inner product is the single nonzero term
-    w_0 y ||mu|| and only the noise patch goes through a matrix product, forward and
-    backward, which halves the flops. Every value equals the einsum/autograd one bit for
-    bit: a sum with exact zeros added in is the same sum, and each remaining product is the
-    same gemm on the same operands (operand order and layout as torch.einsum uses).
-    (Bit for bit at the quick scale's shapes, checked by the tests and by identical quick
-    metrics; at other shapes the CPU gemm may pick another kernel: equal to rounding.)
-    Returns (signal, noise) pre-activations, each (S, n, C, m)."""
+    class PatchPreactivations(torch.autograd.Function):
+        """<w_{j,r}, x_{i,p}> for the two patches, exploiting that in reduced coordinates the
+        signal patch is (y ||mu||, 0, ..., 0) and the noise patch is 0 on e_0 (both exactly).
 
-    @staticmethod
-    def forward(ctx, w, signal_patch, noise_patch):
-        s, c, m, k = w.shape
-        n = noise_patch.shape[1]
-        ctx.save_for_backward(signal_patch, noise_patch)
-        noise = torch.matmul(w.reshape(s, c * m, k), noise_patch.transpose(1, 2))
-        signal = w[..., :1] * signal_patch[:, None, None, :, 0]  # (S, C, m, n)
-        return (
-            signal.permute(0, 3, 1, 2),
-            noise.reshape(s, c, m, n).permute(0, 3, 1, 2),
-        )
+        sn.class_outputs computes both patches in one product (filters x patches); half of it
+        multiplies by exact zeros. Here the signal inner product is the single nonzero term
+        w_0 y ||mu|| and only the noise patch goes through a matrix product, forward and
+        backward, which halves the flops. Every value equals the einsum/autograd one bit for
+        bit: a sum with exact zeros added in is the same sum, and each remaining product is the
+        same gemm on the same operands (operand order and layout as torch.einsum uses).
+        (Bit for bit at the quick scale's shapes, checked by the tests and by identical quick
+        metrics; at other shapes the CPU gemm may pick another kernel: equal to rounding.)
+        Returns (signal, noise) pre-activations, each (S, n, C, m)."""
 
-    @staticmethod
-    def backward(ctx, grad_signal, grad_noise):
-        signal_patch, noise_patch = ctx.saved_tensors
-        s, n, c, m = grad_noise.shape
-        rows = (s, c * m, n)  # (S, n, C, m) -> (S, C m, n), contiguous as in einsum's backward
-        grad = torch.matmul(grad_noise.permute(0, 2, 3, 1).reshape(rows), noise_patch)
-        # coordinate 0: the noise term there is a sum of exact zeros; the signal term is the
-        # same sum over samples as in the two-patch product (a gemm, so the same order)
-        cols = signal_patch[..., :_GEMM_MIN_COLUMNS]
-        signal = torch.matmul(grad_signal.permute(0, 2, 3, 1).reshape(rows), cols)
-        grad[..., 0] = signal[..., 0]
-        return grad.reshape(s, c, m, -1), None, None
+        @staticmethod
+        def forward(ctx, w, signal_patch, noise_patch):
+            s, c, m, k = w.shape
+            n = noise_patch.shape[1]
+            ctx.save_for_backward(signal_patch, noise_patch)
+            noise = torch.matmul(w.reshape(s, c * m, k), noise_patch.transpose(1, 2))
+            signal = w[..., :1] * signal_patch[:, None, None, :, 0]  # (S, C, m, n)
+            return (
+                signal.permute(0, 3, 1, 2),
+                noise.reshape(s, c, m, n).permute(0, 3, 1, 2),
+            )
+
+        @staticmethod
+        def backward(ctx, grad_signal, grad_noise):
+            signal_patch, noise_patch = ctx.saved_tensors
+            s, n, c, m = grad_noise.shape
+            rows = (s, c * m, n)  # (S, n, C, m) -> (S, C m, n), contiguous as in einsum's backward
+            grad = torch.matmul(grad_noise.permute(0, 2, 3, 1).reshape(rows), noise_patch)
+            # coordinate 0: the noise term there is a sum of exact zeros; the signal term is the
+            # same sum over samples as in the two-patch product (a gemm, so the same order)
+            cols = signal_patch[..., :_GEMM_MIN_COLUMNS]
+            signal = torch.matmul(grad_signal.permute(0, 2, 3, 1).reshape(rows), cols)
+            grad[..., 0] = signal[..., 0]
+            return grad.reshape(s, c, m, -1), None, None
+
+    return PatchPreactivations
 
 
 def train_margins(w, v, x, y, act):
     """margins(w, v, x, y, act) for reduced-coordinate inputs, bit for bit, at half the cost."""
-    signal, noise = _PatchPreactivations.apply(w, x[:, :, 0], x[:, :, 1])
+    signal, noise = _patch_preactivations().apply(w, x[:, :, 0], x[:, :, 1])
     # the sum over the two patches, laid out (S, n, C, m) like class_outputs' hidden units,
     # so that the output-layer einsum runs the same kernels on it
     hidden = (act(signal) + act(noise)).contiguous()

@@ -34,6 +34,8 @@ and the multi-modal advantage must vanish.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -140,44 +142,51 @@ def embed(filters: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 _GEMM_MIN_COLUMNS = 16
 
 
-class _PatchPreactivations(torch.autograd.Function):
-    """<w_r, x_{i,p}> for the two patches, exploiting that the signal patch is (y |mu|, 0, ...,
-    0) and the noise patch is 0 on e_0 (both exactly, also after augment_noise()).
+@functools.cache
+def _patch_preactivations():
+    """The autograd Function below, defined on first use: a class deriving from a torch
+    class at module level would import torch in every job that imports this module."""
 
-    embed() computes both patches in one product (filters x patches); half of it multiplies
-    by exact zeros. Here the signal inner product is the single nonzero term w_0 y |mu| and
-    only the noise patch goes through a matrix product, forward and backward, which halves
-    the flops. Every value equals the einsum/autograd one bit for bit: a sum with exact zeros
-    added in is the same sum, and each remaining product is the same gemm on the same
-    operands (operand order and layout as torch.einsum uses).
-    (Bit for bit at the quick scale's shapes, checked by the tests and by identical quick
-    metrics; at other shapes the CPU gemm may pick another kernel: equal to rounding.)
-    filters (B, m, d), patches (B, n, d); returns (signal, noise) pre-activations (B, n, m)."""
+    class PatchPreactivations(torch.autograd.Function):
+        """<w_r, x_{i,p}> for the two patches, exploiting that the signal patch is (y |mu|, 0, ...,
+        0) and the noise patch is 0 on e_0 (both exactly, also after augment_noise()).
 
-    @staticmethod
-    def forward(ctx, w, signal_patch, noise_patch):
-        ctx.save_for_backward(signal_patch, noise_patch)
-        noise = torch.matmul(w, noise_patch.transpose(1, 2))  # (B, m, n)
-        signal = w[..., :1] * signal_patch[:, None, :, 0]
-        return signal.transpose(1, 2), noise.transpose(1, 2)
+        embed() computes both patches in one product (filters x patches); half of it multiplies
+        by exact zeros. Here the signal inner product is the single nonzero term w_0 y |mu| and
+        only the noise patch goes through a matrix product, forward and backward, which halves
+        the flops. Every value equals the einsum/autograd one bit for bit: a sum with exact zeros
+        added in is the same sum, and each remaining product is the same gemm on the same
+        operands (operand order and layout as torch.einsum uses).
+        (Bit for bit at the quick scale's shapes, checked by the tests and by identical quick
+        metrics; at other shapes the CPU gemm may pick another kernel: equal to rounding.)
+        filters (B, m, d), patches (B, n, d); returns (signal, noise) pre-activations (B, n, m)."""
 
-    @staticmethod
-    def backward(ctx, grad_signal, grad_noise):
-        signal_patch, noise_patch = ctx.saved_tensors
-        # (B, n, m) -> (B, m, n) in the layout autograd hands back, as einsum's backward does
-        grad = torch.matmul(grad_noise.transpose(1, 2), noise_patch)
-        # coordinate 0: the noise term there is a sum of exact zeros; the signal term is the
-        # same sum over samples as in the two-patch product (a gemm, so the same order)
-        cols = signal_patch[..., :_GEMM_MIN_COLUMNS]
-        signal = torch.matmul(grad_signal.transpose(1, 2), cols)
-        grad[..., 0] = signal[..., 0]
-        return grad, None, None
+        @staticmethod
+        def forward(ctx, w, signal_patch, noise_patch):
+            ctx.save_for_backward(signal_patch, noise_patch)
+            noise = torch.matmul(w, noise_patch.transpose(1, 2))  # (B, m, n)
+            signal = w[..., :1] * signal_patch[:, None, :, 0]
+            return signal.transpose(1, 2), noise.transpose(1, 2)
+
+        @staticmethod
+        def backward(ctx, grad_signal, grad_noise):
+            signal_patch, noise_patch = ctx.saved_tensors
+            # (B, n, m) -> (B, m, n) in the layout autograd hands back, as einsum's backward does
+            grad = torch.matmul(grad_noise.transpose(1, 2), noise_patch)
+            # coordinate 0: the noise term there is a sum of exact zeros; the signal term is the
+            # same sum over samples as in the two-patch product (a gemm, so the same order)
+            cols = signal_patch[..., :_GEMM_MIN_COLUMNS]
+            signal = torch.matmul(grad_signal.transpose(1, 2), cols)
+            grad[..., 0] = signal[..., 0]
+            return grad, None, None
+
+    return PatchPreactivations
 
 
 def train_embed(filters: torch.Tensor, signal_patch, noise_patch) -> torch.Tensor:
     """embed(filters, x) for x = [signal_patch, noise_patch] (each (B, n, d)), bit for bit, at
-    half the cost (see _PatchPreactivations)."""
-    signal, noise = _PatchPreactivations.apply(filters[:, 0], signal_patch, noise_patch)
+    half the cost (see _patch_preactivations)."""
+    signal, noise = _patch_preactivations().apply(filters[:, 0], signal_patch, noise_patch)
     # the sum over the two patches, laid out (B, n, m) like embed()'s, so that info_nce runs
     # the same kernels on it (and hands back gradients in the same layout)
     return (torch.relu(signal) + torch.relu(noise)).contiguous()
