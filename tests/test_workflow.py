@@ -58,6 +58,10 @@ def test_unknown_claim_target_lists_valid_claims(toy_project):
     assert out.returncode != 0 and "valid claims: toy_mean" in out.stderr
 
 
+# What an edit to a notebook or to a manifest's text re-runs: the notebook and everything after.
+PAGE_JOBS = {"notebook", "claim_page", "gallery", "check_errors", "all"}
+
+
 def test_toy_chain_reruns_only_what_an_edit_touches(toy_project):
     out = snakemake(toy_project, "--config", "scale=smoke")
     assert out.returncode == 0, out.stderr
@@ -68,24 +72,12 @@ def test_toy_chain_reruns_only_what_an_edit_touches(toy_project):
     # Snakemake compares checksums of small inputs, so an edit must change content.
     time.sleep(1.1)
     _append(toy_project / "notebooks/toy_mean.ipynb", "\n")
-    assert set(planned_jobs(toy_project, "--config", "scale=smoke")) == {
-        "notebook",
-        "claim_page",
-        "gallery",
-        "check_errors",
-        "all",
-    }
+    assert set(planned_jobs(toy_project, "--config", "scale=smoke")) == PAGE_JOBS
 
     # the manifest's text (claim, deviations) is shown by the notebook, page and gallery only
     manifest = toy_project / "workflow/claims/toy_mean.yaml"
     manifest.write_text(manifest.read_text().replace("claim: ", "claim: Edited. ", 1))
-    assert set(planned_jobs(toy_project, "--config", "scale=smoke")) == {
-        "notebook",
-        "claim_page",
-        "gallery",
-        "check_errors",
-        "all",
-    }
+    assert set(planned_jobs(toy_project, "--config", "scale=smoke")) == PAGE_JOBS
 
     _append(toy_project / "src/replica/claims/toy_mean.py", "\n# edited\n")
     jobs = planned_jobs(toy_project, "--config", "scale=smoke")

@@ -48,11 +48,12 @@ def load_torch():
     single_thread()
     # Rebind the stand-in in the replica modules that imported it, so a later training loop
     # in the same process (run_chain) looks torch up directly, not through __getattr__.
-    for name, module in list(sys.modules.items()):
-        if name.startswith("replica") and module is not None:
-            for key, value in list(vars(module).items()):
-                if value is stand_in and stand_in is not None:
-                    setattr(module, key, torch)
+    if isinstance(stand_in, _DeferredTorch):
+        for name, module in list(sys.modules.items()):
+            if name.startswith("replica") and module is not None:
+                for key, value in list(vars(module).items()):
+                    if value is stand_in:
+                        setattr(module, key, torch)
     return torch
 
 
@@ -75,7 +76,8 @@ def no_grad(fn):
 
 
 def torch_loaded() -> bool:
-    return not isinstance(sys.modules.get("torch", _DeferredTorch("torch")), _DeferredTorch)
+    module = sys.modules.get("torch")
+    return module is not None and not isinstance(module, _DeferredTorch)
 
 
 def single_thread() -> None:
