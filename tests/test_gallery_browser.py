@@ -1,88 +1,272 @@
-"""Open the smoke gallery in headless Chromium: every link and image resolves, offline."""
+"""The smoke gallery in headless Chromium, used as a reader would.
+
+One browser visits every page (tests/cdp.py drives it over the DevTools protocol): the index's
+search, filters, sort and URL state, keyboard use and a phone-sized window; every claim page,
+its verdict figure and folded code; every link and image resolves locally. Screenshots of the
+index, the forest plot and a claim page are saved under results/screenshots/<scale>/.
+
+    python tests/test_gallery_browser.py figures results/screenshots/quick   # any built gallery
+"""
+
+from __future__ import annotations
 
 import shutil
-import subprocess
-import tempfile
-from html.parser import HTMLParser
+import sys
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cdp import Browser  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# Debian's headless chromium on a machine with no network (no background fetches).
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--virtual-time-budget=5000",
-]
+ROOT = Path(__file__).resolve().parents[1]
 EXTERNAL_OK = {"arxiv.org"}  # paper links; everything else must be local
+# MathJax probes web-font loading with a font at about:blank, which Chromium refuses on file://.
+PROBES = ("about:blank",)
+
+# Every link and embedded resource of the page, with what kind of element it came from.
+LINKS_JS = """
+Array.from(document.querySelectorAll('a[href], img[src], script[src], link[href]'))
+  .map(e => [e.tagName.toLowerCase(), e.getAttribute('href') || e.getAttribute('src')])
+"""
+BROKEN_IMAGES_JS = """
+Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)
+"""
+# Where the claim page's parts sit (top edge, page pixels) and what its result section holds.
+CLAIM_PAGE_LAYOUT_JS = """(() => {
+  const top = s => {
+    const e = document.querySelector(s);
+    return e ? e.getBoundingClientRect().top + scrollY : null;
+  };
+  const count = s => document.querySelectorAll(s).length;
+  return {
+    verdict: top('#verdict'), figure: top('#verdict-figure svg'), table: top('#checks table'),
+    notebook: top('#notebook'), rows: count('#checks tr[id^=check-]'),
+    figureRows: count('#verdict-figure svg a'),
+    folded: count('details.replica-code:not([open])'), open: count('details.replica-code[open]'),
+    sources: Array.from(document.querySelectorAll('.links a')).map(a => a.textContent),
+    mathjax: typeof MathJax !== 'undefined'};
+})()"""
+VISIBLE_JS = """
+Array.from(document.querySelectorAll('%s')).filter(e => e.offsetParent !== null)
+  .map(e => e.dataset.slug)
+"""
 
 
-class Links(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.links = []
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        for key in ("href", "src"):
-            if attrs.get(key) and tag in ("a", "img", "script", "link"):
-                self.links.append((tag, attrs[key]))
-
-
-def render(page: Path, *extra: str) -> str:
+@pytest.fixture(scope="module")
+def browser():
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (make test installs Debian's chromium as root)")
-    with tempfile.TemporaryDirectory() as profile:
-        out = subprocess.run(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, page.as_uri()],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    assert out.returncode == 0, out.stderr[-2000:]
-    return out.stdout
+    with Browser(CHROMIUM, width=1280, height=900) as session:
+        yield session
 
 
-def check_links(page: Path, dom: str) -> int:
-    parser = Links()
-    parser.feed(dom)
-    for tag, link in parser.links:
-        url = urlparse(link)
-        if url.scheme in ("http", "https"):
-            assert url.hostname in EXTERNAL_OK, f"{page.name}: network link {link}"
-        elif url.scheme in ("", "file") and url.path:
-            target = (page.parent / url.path).resolve()
-            assert target.exists(), f"{page.name}: <{tag}> {link} does not resolve"
-    return len(parser.links)
+@pytest.fixture(scope="module")
+def gallery(smoke_project) -> Path:
+    return smoke_project / "figures/smoke"
 
 
-def test_gallery_pages_render_and_every_link_resolves(smoke_project):
-    gallery = smoke_project / "figures/smoke"
-    dom = render(gallery / "index.html", "--dump-dom")
-    cards = dom.count('<article class="card"')
-    assert cards >= 3
-    assert f"{cards} of {cards} shown" in dom, "the filter script did not run"
-    assert check_links(gallery / "index.html", dom) > 5 * cards
-    check_links(gallery / "coverage.html", render(gallery / "coverage.html", "--dump-dom"))
-    for page in sorted((gallery / "claims").glob("*.html")):
-        dom = render(page, "--dump-dom")
-        check_links(page, dom)
-        assert "MathJax" in dom
+def visible(browser: Browser, selector: str) -> list[str]:
+    return browser.eval(VISIBLE_JS % selector)
 
 
-def test_gallery_screenshot_is_not_blank(smoke_project, tmp_path):
-    shot = tmp_path / "index.png"
-    render(
-        smoke_project / "figures/smoke/index.html", f"--screenshot={shot}", "--window-size=1200,900"
+def set_select(browser: Browser, element_id: str, value: str) -> None:
+    browser.eval(
+        f"(s => {{ s.value = {value!r}; s.dispatchEvent(new Event('change')); }})"
+        f"(document.getElementById({element_id!r}))"
     )
-    assert shot.stat().st_size > 20_000
+
+
+def page_problems(browser: Browser, page: Path) -> list[str]:
+    """What is wrong with the page now shown: failed loads, script errors, broken images,
+    network links, links to local files that do not exist."""
+    problems = [f"failed to load {u}" for u in browser.failed_requests if u not in PROBES]
+    problems += [
+        f"console: {text}"
+        for text in browser.console_errors
+        if not any(probe in text for probe in PROBES)
+    ]
+    problems += [f"broken image {src}" for src in browser.eval(BROKEN_IMAGES_JS)]
+    for tag, link in browser.eval(LINKS_JS):
+        url = urlparse(link)
+        local = url.scheme in ("", "file") and url.path
+        if url.scheme in ("http", "https") and url.hostname not in EXTERNAL_OK:
+            problems.append(f"<{tag}> {link} leaves the machine")
+        elif local and not (page.parent / unquote(url.path)).resolve().exists():
+            problems.append(f"<{tag}> {link} does not resolve")
+    return [f"{page.name}: {p}" for p in problems]
+
+
+def test_every_page_renders_and_every_link_resolves(browser, gallery):
+    pages = [gallery / "index.html", gallery / "coverage.html"]
+    claim_pages = sorted((gallery / "claims").glob("*.html"))
+    assert claim_pages
+    problems = []
+    for page in pages + claim_pages:
+        browser.goto(page)
+        problems += page_problems(browser, page)
+    assert not problems, "\n".join(problems)
+    browser.goto(gallery / "index.html")
+    assert len(browser.eval(LINKS_JS)) > 8 * len(claim_pages)
+
+
+def test_claim_page_leads_with_the_result_and_folds_code(browser, gallery):
+    for page in sorted((gallery / "claims").glob("*.html")):
+        browser.goto(page)
+        layout = browser.eval(CLAIM_PAGE_LAYOUT_JS)
+        name = page.name
+        assert None not in (layout["verdict"], layout["figure"], layout["table"]), name
+        assert layout["verdict"] < layout["figure"] < layout["table"] < layout["notebook"], name
+        assert layout["rows"] == layout["figureRows"] > 0, name  # one figure row per table row
+        assert layout["folded"] > 0 and layout["open"] == 0, name
+        assert {"manifest", "module", "notebook source"} <= set(layout["sources"]), name
+        assert layout["mathjax"], name
+    # A click on "code" unfolds a cell; a check's permalink lands on its table row.
+    browser.click("details.replica-code > summary")
+    assert browser.eval("document.querySelector('details.replica-code').open")
+    anchor = browser.eval("document.querySelector('#checks tr[id^=check-]').id")
+    browser.goto(f"{page.as_uri()}#{anchor}")
+    assert browser.eval("document.querySelector(':target') && document.querySelector(':target').id")
+
+
+def test_index_search_filter_sort_and_url_state(browser, gallery):
+    index = gallery / "index.html"
+    browser.goto(index)
+    cards = visible(browser, ".card")
+    assert len(cards) >= 3 and visible(browser, ".forest-row") == cards
+    assert browser.eval("document.getElementById('shown').textContent") == (
+        f"{len(cards)} of {len(cards)} shown"
+    )
+    # Search: an arXiv id finds its card and forest row, and lands in the URL.
+    target = cards[-1]
+    arxiv = browser.eval(f"document.querySelector('#{target} a[href*=arxiv]').textContent")
+    browser.click("#q")
+    browser.type_text(arxiv.removeprefix("arXiv:"))
+    assert visible(browser, ".card") == [target] == visible(browser, ".forest-row")
+    assert "q=" in browser.eval("location.search")
+    # A status count filters; pressed again it clears.
+    status = browser.eval(f"document.getElementById({target!r}).dataset.status")
+    browser.goto(index)
+    browser.click(f".status-count[data-status='{status}']")
+    shown = visible(browser, ".card")
+    assert target in shown and all(
+        browser.eval(f"document.getElementById({s!r}).dataset.status") == status for s in shown
+    )
+    assert browser.eval("location.search") == f"?status={status}"
+    browser.click(f".status-count[data-status='{status}']")
+    assert visible(browser, ".card") == cards
+    # Sort by runtime: slowest first, cards and forest rows alike.
+    set_select(browser, "sort", "runtime")
+    runtimes = browser.eval(
+        "Array.from(document.querySelectorAll('.card')).map(c => parseFloat(c.dataset.runtime))"
+    )
+    assert runtimes == sorted(runtimes, reverse=True)
+    assert visible(browser, ".forest-row") == visible(browser, ".card")
+    # The URL round trip: a theme, a status and the sort, opened again from the URL alone.
+    theme = browser.eval(f"document.getElementById({target!r}).dataset.theme")
+    set_select(browser, "filter-theme", theme)
+    set_select(browser, "filter-status", status)
+    view, query = visible(browser, ".card"), browser.eval("location.search")
+    assert "theme=" in query and "status=" in query and "sort=runtime" in query
+    browser.goto(f"{index.as_uri()}{query}")
+    assert visible(browser, ".card") == view and target in view
+    assert browser.eval("document.getElementById('filter-theme').value") == theme
+    assert browser.eval("document.getElementById('sort').value") == "runtime"
+
+
+def test_index_copy_command_button(browser, gallery):
+    browser.goto(gallery / "index.html")
+    slug = visible(browser, ".card")[0]
+    command = browser.eval(f"document.querySelector('#{slug} button.copy').dataset.command")
+    assert command == f"snakemake --cores all --config scale=smoke claims='[{slug}]'"
+    browser.click(f"#{slug} button.copy")
+    # The clipboard answers asynchronously; the button then says whether it copied.
+    outcome = browser.eval(
+        f"new Promise(done => setTimeout(() => done(document.querySelector('#{slug} button.copy')"
+        ".dataset.copied), 300))"
+    )
+    assert outcome in ("yes", "no")
+
+
+def test_index_works_from_the_keyboard_and_on_a_phone(browser, gallery):
+    browser.goto(gallery / "index.html")
+    for _ in range(40):  # Tab from the top of the page to the search box
+        browser.press("Tab")
+        if browser.eval("document.activeElement.id") == "q":
+            break
+    else:
+        pytest.fail("the search box cannot be reached with Tab")
+    slug = visible(browser, ".card")[0]
+    browser.type_text(slug)
+    assert slug in visible(browser, ".card")
+    browser.press("Shift+Tab")  # back into the verdict counts; Enter presses one
+    while browser.eval("document.activeElement.className") != "status-count":
+        browser.press("Shift+Tab")
+    browser.press("Enter")
+    assert browser.eval("document.activeElement.getAttribute('aria-pressed')") == "true"
+    try:
+        browser.set_viewport(375, 800, mobile=True)
+        browser.goto(gallery / "index.html")
+        overflow = browser.eval("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"the index is {overflow} px wider than a phone"
+        assert browser.eval("document.querySelector('.forest-strip').offsetParent !== null")
+    finally:
+        browser.set_viewport(1280, 900)
+
+
+def test_coverage_page_search_sort_and_progress(browser, gallery):
+    coverage = gallery / "coverage.html"
+    browser.goto(coverage)
+    rows = browser.eval("document.querySelectorAll('table.list tbody tr').length")
+    bars = browser.eval("document.querySelectorAll('.progress-row').length")
+    assert rows > 10 and bars > 4
+    browser.click("th[data-key='tier'] button")
+    tiers = browser.eval(
+        "Array.from(document.querySelectorAll('tbody tr td:nth-child(4)')).map(t => t.textContent)"
+    )
+    assert tiers == sorted(tiers)
+    browser.click("#q")
+    browser.type_text("zzz-no-such-paper")
+    assert browser.eval("document.getElementById('shown').textContent").startswith("0 of")
+    query = browser.eval("location.search")
+    assert "sort=tier" in query and "q=" in query
+    browser.goto(f"{coverage.as_uri()}{query}")
+    assert browser.eval("document.getElementById('shown').textContent").startswith("0 of")
+
+
+def save_screenshots(browser: Browser, gallery: Path, out: Path) -> list[Path]:
+    """The index above the fold, the whole forest plot, one claim page and the phone index."""
+    out.mkdir(parents=True, exist_ok=True)
+    shots = [out / n for n in ("index.png", "forest.png", "claim_page.png", "index_phone.png")]
+    browser.set_viewport(1280, 900)
+    browser.goto(gallery / "index.html")
+    browser.screenshot(shots[0])
+    browser.screenshot_element("#forest", shots[1])
+    first = browser.eval("document.querySelector('.card').dataset.slug")
+    browser.goto(gallery / "claims" / f"{first}.html")
+    browser.screenshot(shots[2])
+    try:
+        browser.set_viewport(375, 800, mobile=True)
+        browser.goto(gallery / "index.html")
+        browser.screenshot(shots[3])
+    finally:
+        browser.set_viewport(1280, 900)
+    return shots
+
+
+def test_screenshots_are_saved_and_not_blank(browser, gallery):
+    shots = save_screenshots(browser, gallery, ROOT / "results" / "screenshots" / "smoke")
+    for shot in shots:
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert shot.stat().st_size > 20_000, shot
+
+
+if __name__ == "__main__":
+    built, target = Path(sys.argv[1]), Path(sys.argv[2])
+    with Browser(CHROMIUM, width=1280, height=900) as session:
+        for path in save_screenshots(session, built, target):
+            print(path)

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 
-from replica import registry, runtime
+from replica import registry, runtime, verdict_figure
 from replica.notebooks import mathjax_dir
 from replica.report import BADGE_COLORS, counts_text, gate_text, interval_text
 from replica.runtime import TRAIN_SECONDS_KEY
@@ -26,6 +27,24 @@ from replica.verdicts import error_verdict
 TEMPLATES = Path(__file__).parent / "templates"
 LEDGER = Path(__file__).parent / "data" / "ledger.yaml"
 STEPS = ("generate", "theory", "train", "measure", "verdict", "notebook")
+STATIC = ("style.css", "gallery.js")  # copied next to index.html
+# The index's sort orders: (key in the page's data attributes, label); the first is the default.
+SORTS = (
+    ("theme", "theme, then ledger order"),
+    ("status", "verdict (replicated first)"),
+    ("margin", "primary check: nearest its gate first"),
+    ("robustness", "seed robustness (least robust first)"),
+    ("runtime", "runtime (slowest first)"),
+    ("year", "year (newest first)"),
+    ("slug", "name (A-Z)"),
+)
+# The coverage page's stages of a ledger paper, in the order its progress bars stack them.
+STAGES = {
+    "implemented": "#1a7f37",
+    "proxy": "#bf8700",
+    "planned": "#8c959f",
+    "out of scope": "#d0d7de",
+}
 
 # Why a paper of the ledger has no claim chain yet, by tier.
 NOT_BUILT = {
@@ -79,7 +98,7 @@ def failure_reason(results: Path) -> str:
     return "a job of this claim failed before its verdict; see its logs"
 
 
-def claim_entry(manifest: registry.Manifest, results: Path) -> dict:
+def claim_entry(manifest: registry.Manifest, results: Path, scale: str) -> dict:
     failed_training = sorted((results / "train").glob("*.error.json"))
     if (results / "verdict.json").exists() and not failed_training:
         verdict = runtime.read_json(results / "verdict.json")
@@ -92,6 +111,9 @@ def claim_entry(manifest: registry.Manifest, results: Path) -> dict:
         executed["metadata"]["replica"] = {"error": "the notebook job failed; see its log"}
     runtimes = claim_runtimes(results)
     paper = manifest.data["paper"]
+    primary = next((r for r in verdict["checks"] if r.get("primary")), None)
+    margin = verdict_figure.forest_margin(primary)
+    searchable = [manifest.slug, paper["title"], paper["arxiv"], *paper["authors"]]
     return {
         "slug": manifest.slug,
         "title": paper["title"],
@@ -120,8 +142,21 @@ def claim_entry(manifest: registry.Manifest, results: Path) -> dict:
         "notebook": f"claims/{manifest.slug}.ipynb",
         "thumbnail": f"claims/{manifest.slug}.png",
         "logs": f"claims/{manifest.slug}_logs/",
+        "verdict_figure": f"claims/{manifest.slug}.verdict.svg",
         "deviations": manifest.data["deviations"],
+        "primary_row": primary,
+        "primary_value_text": interval_text(primary) if primary else "",
+        "primary_gate_text": gate_text(primary) if primary else "",
+        "primary_margin": None if margin is None else margin["near"],
+        "forest_strip": Markup(verdict_figure.forest_strip(primary, verdict["status"])),
+        "search": " ".join([*searchable, manifest.data["claim"]]).lower(),
+        "command": reproduce_command(manifest.slug, scale),
     }
+
+
+def reproduce_command(slug: str, scale: str) -> str:
+    """The command that rebuilds one claim's card, page and gallery at its scale."""
+    return f"snakemake --cores all --config scale={scale} claims='[{slug}]'"
 
 
 def primary_text(verdict: dict) -> str:
@@ -139,40 +174,69 @@ def coverage_rows(entries: dict[str, dict]) -> list[dict]:
         if paper["slug"] in entries:
             entry = entries[paper["slug"]]
             row.update(
+                stage="implemented",
                 status=entry["status"],
                 reason=entry["reason"],
                 page=entry["page"],
                 color=entry["color"],
             )
         else:
-            status, reason = NOT_BUILT[paper["tier"]]
-            row.update(status=status, reason=reason, page=None, color="#8c959f")
+            stage, reason = NOT_BUILT[paper["tier"]]
+            row.update(stage=stage, status=stage, reason=reason, page=None, color="#8c959f")
+        row["search"] = " ".join(str(row[k]) for k in ("slug", "title", "arxiv", "theme")).lower()
         rows.append(row)
     return rows
 
 
+def progress_bars(rows: list[dict], by: str) -> list[dict]:
+    """Per theme (or tier): how many ledger papers are at each stage, as stacked-bar segments."""
+    groups: dict[str, dict[str, int]] = {}
+    for row in rows:
+        counts = groups.setdefault(str(row[by]), dict.fromkeys(STAGES, 0))
+        counts[row["stage"]] += 1
+    bars = []
+    for name in sorted(groups):
+        counts, total = groups[name], sum(groups[name].values())
+        segments = [
+            {"stage": stage, "n": n, "percent": 100 * n / total, "color": STAGES[stage]}
+            for stage, n in counts.items()
+            if n
+        ]
+        bars.append({"name": name, "total": total, "segments": segments, **counts})
+    return bars
+
+
 def build(scale: str, gallery: Path, results_root: Path, slugs: list[str]) -> list[dict]:
     reg = registry.load_registry()
-    entries = {s: claim_entry(reg[s], results_root / scale / s) for s in slugs}
+    entries = {s: claim_entry(reg[s], results_root / scale / s, scale) for s in slugs}
     ordered = [entries[s] for s in slugs]
     env = _environment()
+    themes = sorted({e["theme"] for e in ordered})
     context = {
         "scale": scale,
         "claims": ordered,
-        "themes": sorted({e["theme"] for e in ordered}),
+        "by_theme": [(t, [e for e in ordered if e["theme"] == t]) for t in themes],
+        "themes": themes,
         "statuses": list(BADGE_COLORS),
+        "status_colors": BADGE_COLORS,
+        "status_rank": {s: i for i, s in enumerate(BADGE_COLORS)},
         "counts": {s: sum(e["status"] == s for e in ordered) for s in BADGE_COLORS},
+        "sorts": SORTS,
+        "forest_axis": Markup(verdict_figure.forest_axis()),
     }
-    shutil.copy(TEMPLATES / "style.css", gallery / "style.css")
+    for name in STATIC:
+        shutil.copy(TEMPLATES / name, gallery / name)
     runtime.write_text(gallery / "index.html", env.get_template("index.html.j2").render(context))
     rows = coverage_rows(entries)
-    counts = {}
-    for row in rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
     runtime.write_text(
         gallery / "coverage.html",
         env.get_template("coverage.html.j2").render(
-            scale=scale, papers=rows, counts=sorted(counts.items())
+            scale=scale,
+            papers=rows,
+            stages=STAGES,
+            counts={stage: sum(r["stage"] == stage for r in rows) for stage in STAGES},
+            by_theme=progress_bars(rows, "theme"),
+            by_tier=progress_bars(rows, "tier"),
         ),
     )
     summary = {
@@ -189,6 +253,7 @@ def build(scale: str, gallery: Path, results_root: Path, slugs: list[str]) -> li
                     "reason",
                     "key",
                     "primary",
+                    "primary_margin",
                     "counts",
                     "robustness",
                     "checks",
@@ -229,22 +294,46 @@ def copy_logs(slug: str, results: Path, claims: Path) -> dict[str, str]:
     return logs
 
 
+def copy_sources(manifest: registry.Manifest, claims: Path) -> dict[str, str]:
+    """The claim's manifest, module and notebook source, copied so the page works offline:
+    {link text: path relative to the claim page}."""
+    folder = claims / f"{manifest.slug}_src"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    sources = {}
+    for label, path in (
+        ("manifest", manifest.path),
+        ("module", manifest.module_path),
+        ("notebook source", manifest.notebook_path),
+    ):
+        # The notebook source keeps its name apart from the executed {slug}.ipynb download.
+        name = path.name if label != "notebook source" else f"{path.stem}.source.ipynb"
+        shutil.copy(path, folder / name)
+        sources[label] = f"{manifest.slug}_src/{name}"
+    return sources
+
+
 def claim_page(slug: str, scale: str, gallery: Path, results_root: Path) -> None:
-    """One claim's page, its .ipynb download, thumbnail and logs, inside the gallery."""
+    """One claim's page, its .ipynb download, sources, verdict figures, thumbnail and logs."""
     from replica.notebooks import export_html
 
+    manifest = registry.load_registry()[slug]
     results = results_root / scale / slug
     claims = gallery / "claims"
     claims.mkdir(parents=True, exist_ok=True)
     shutil.copy(results / "notebook.ipynb", claims / f"{slug}.ipynb")
     shutil.copy(results / "figure.png", claims / f"{slug}.png")
+    verdict = runtime.read_json(results / "verdict.json")
+    runtime.write_text(claims / f"{slug}.verdict.svg", verdict_figure.verdict_svg(verdict, True))
     logs = copy_logs(slug, results, claims)
     export_html(
         results / "notebook.ipynb",
-        results / "verdict.json",
+        verdict,
+        manifest.data,
         results / "provenance.json",
         claims / f"{slug}.html",
-        logs,
+        {**copy_sources(manifest, claims), **logs},
         claim_runtimes(results),
     )
 
@@ -253,14 +342,18 @@ def error_page(slug: str, scale: str, gallery: Path, results_root: Path, reason:
     """A claim page without a notebook: the reason and the logs (the chain stopped early)."""
     from replica.notebooks import placeholder_figure
 
+    manifest = registry.load_registry()[slug]
     results = results_root / scale / slug
     claims = gallery / "claims"
     logs = copy_logs(slug, results, claims)
+    sources = copy_sources(manifest, claims)
     placeholder_figure(claims / f"{slug}.png", "no result: the chain failed")
+    verdict = error_verdict(manifest.data, reason)
+    runtime.write_text(claims / f"{slug}.verdict.svg", verdict_figure.verdict_svg(verdict, True))
     page = (
         _environment()
         .get_template("error_page.html.j2")
-        .render(slug=slug, reason=reason, logs=sorted(logs.items()))
+        .render(slug=slug, reason=reason, links=sorted({**sources, **logs}.items()))
     )
     runtime.write_text(claims / f"{slug}.html", page)
 
@@ -274,7 +367,7 @@ def build_after_failure(scale: str, gallery: Path, results_root: Path, slugs: li
     reg = registry.load_registry()
     for slug in slugs:
         results = results_root / scale / slug
-        entry = claim_entry(reg[slug], results)
+        entry = claim_entry(reg[slug], results, scale)
         if entry["status"] == "error" or not (gallery / entry["page"]).exists():
             error_page(slug, scale, gallery, results_root, entry["reason"])
     build(scale, gallery, results_root, slugs)

@@ -105,18 +105,22 @@ def _provenance_rows(provenance: dict, notebook: dict, runtimes: dict) -> list[t
 
 def export_html(
     notebook_path,
-    verdict_path,
+    verdict: dict,
+    manifest: dict,
     provenance_path,
     page,
-    logs: dict[str, str],
+    links: dict[str, str],
     runtimes: dict[str, float],
 ) -> None:
-    """The claim page: the executed notebook as HTML with a verdict/provenance header."""
+    """The claim page: the result first (verdict, its figure, the checks), then the executed
+    notebook with its code cells folded."""
     import nbformat
     from nbconvert import HTMLExporter
 
+    from replica.report import checks_table_html
+    from replica.verdict_figure import verdict_svg
+
     nb = nbformat.read(str(notebook_path), as_version=4)
-    verdict = runtime.read_json(verdict_path)
     provenance = runtime.read_json(provenance_path) if Path(provenance_path).exists() else {}
     exporter = HTMLExporter(
         template_name="lab",
@@ -125,15 +129,26 @@ def export_html(
     )
     exporter.mathjax_url = "../assets/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
     status = verdict["status"]
+    paper = manifest["paper"]
     resources = {
         "replica": {
             "slug": verdict["slug"],
+            "title": paper["title"],
+            "authors": ", ".join(paper["authors"]),
+            "year": paper["year"],
+            "arxiv": paper["arxiv"],
+            "claim": manifest["claim"],
+            "theme": manifest["theme"],
             "status": status,
             "reason": verdict.get("reason", ""),
             "color": BADGE_COLORS.get(status, "#57606a"),
             "counts": counts_text(verdict),
             "robustness": robustness_text(verdict),
-            "logs": sorted(logs.items()),
+            # Both are built here from verdict.json, escaped where they are built.
+            "verdict_figure": verdict_svg(verdict),
+            "checks_table": checks_table_html(verdict, anchors=True),
+            "deviations": len(manifest.get("deviations", [])),
+            "links": list(links.items()),
             "provenance": _provenance_rows(provenance, nb, runtimes)
             + [("seeds", verdict.get("seed_list")), ("scale", verdict.get("scale"))],
         }

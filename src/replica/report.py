@@ -82,19 +82,25 @@ def _seed_spread(row: dict) -> str:
     return text
 
 
-def verdict_html(verdict: dict) -> str:
-    """The verdict as an HTML table: every check, ablation and precondition, gate and outcome."""
-    status = verdict["status"]
-    color = BADGE_COLORS.get(status, "#57606a")
+def checks_table_html(verdict: dict, anchors: bool = False) -> str:
+    """Every check, ablation and precondition as an HTML table: statistic, gate and outcome.
+
+    With ``anchors`` each row gets ``id="check-<name>"`` and a permalink (the claim page's
+    table; the notebook's copy further down the same page has none, so ids stay unique).
+    """
     rows = []
     for kind, key in ROW_KINDS:
         for row in verdict.get(key, []):
             outcome = row.get("outcome", "—")
-            name = row["name"] + (" (primary)" if row.get("primary") else "")
-            cells = (kind, name, row["what"], interval_text(row), gate_text(row))
+            name = html.escape(row["name"] + (" (primary)" if row.get("primary") else ""))
+            anchor = html.escape(f"check-{row['name']}", quote=True)
+            if anchors:
+                name += f" <a class='permalink' href='#{anchor}' title='link to this check'>#</a>"
+            cells = [html.escape(str(c)) for c in (row["what"], interval_text(row), gate_text(row))]
             rows.append(
-                f"<tr id='check-{html.escape(row['name'])}'>"
-                + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+                (f"<tr id='{anchor}'>" if anchors else "<tr>")
+                + f"<td>{html.escape(kind)}</td><td>{name}</td>"
+                + "".join(f"<td>{c}</td>" for c in cells)
                 + f"<td style='color:{OUTCOME_COLORS.get(outcome, '#57606a')}'>"
                 + f"<b>{html.escape(outcome)}</b></td></tr>"
             )
@@ -102,12 +108,19 @@ def verdict_html(verdict: dict) -> str:
         "<tr><th>kind</th><th>name</th><th>what</th><th>statistic: mean [95% CI] (seeds)</th>"
         "<th>gate</th><th>outcome</th></tr>"
     )
+    return f"<table class='checks'>{head}{''.join(rows)}</table>"
+
+
+def verdict_html(verdict: dict) -> str:
+    """The verdict line, its seed robustness and the table of checks (for notebooks)."""
+    status = verdict["status"]
+    color = BADGE_COLORS.get(status, "#57606a")
     robust = robustness_text(verdict)
     return (
         f"<p><b>Verdict: <span style='color:{color}'>{html.escape(status)}</span></b> — "
         f"{html.escape(verdict.get('reason', ''))}</p>"
         + (f"<p>{html.escape(robust)}</p>" if robust else "")
-        + f"<table>{head}{''.join(rows)}</table>"
+        + checks_table_html(verdict)
         + "<p><small>An ablation passes when the effect is absent in the arm without the "
         "mechanism; preconditions are shown and never counted.</small></p>"
     )

@@ -83,6 +83,10 @@ def train_outputs(wildcards):
     return [f"results/{SCALE}/{wildcards.slug}/train/{p}.npz" for p in points]
 
 
+def claim_module(wildcards):
+    return str(manifest(wildcards).module_path.relative_to(registry.ROOT))
+
+
 def notebook_source(wildcards):
     return str(manifest(wildcards).notebook_path.relative_to(registry.ROOT))
 

@@ -16,7 +16,15 @@ rule claim_page:
         verdict=f"results/{SCALE}/{{slug}}/verdict.json",
         provenance=f"results/{SCALE}/{{slug}}/provenance.json",
         manifest="workflow/claims/{slug}.yaml",
-        code=code("gallery.py", "notebooks.py", "templates/claim_page.html.j2"),
+        module=claim_module,  # copied into the gallery as the page's sources
+        notebook_source=notebook_source,
+        code=code(
+            "gallery.py",
+            "notebooks.py",
+            "report.py",
+            "verdict_figure.py",
+            "templates/claim_page.html.j2",
+        ),
     output:
         page=report(
             f"{GALLERY}/claims/{{slug}}.html",
@@ -27,6 +35,8 @@ rule claim_page:
         ),
         notebook=f"{GALLERY}/claims/{{slug}}.ipynb",
         thumbnail=f"{GALLERY}/claims/{{slug}}.png",
+        verdict_figure=f"{GALLERY}/claims/{{slug}}.verdict.svg",
+        sources=directory(f"{GALLERY}/claims/{{slug}}_src"),
         logs=directory(f"{GALLERY}/claims/{{slug}}_logs"),
     log:
         f"results/{SCALE}/{{slug}}/logs/page.log",
@@ -63,9 +73,12 @@ rule gallery:
         assets=f"{GALLERY}/assets",
         code=code(
             "gallery.py",
+            "report.py",
+            "verdict_figure.py",
             "templates/index.html.j2",
             "templates/coverage.html.j2",
             "templates/style.css",
+            "templates/gallery.js",
             "data/ledger.yaml",
         ),
     output:
