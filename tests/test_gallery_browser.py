@@ -10,32 +10,20 @@ index, the forest plot and a claim page are saved under results/screenshots/<sca
 
 from __future__ import annotations
 
-import shutil
+import math
 import sys
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from browsing import CHROMIUM, LINKS_JS, page_problems  # noqa: E402
 from cdp import Browser  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ROOT = Path(__file__).resolve().parents[1]
-EXTERNAL_OK = {"arxiv.org"}  # paper links; everything else must be local
-# MathJax probes web-font loading with a font at about:blank, which Chromium refuses on file://.
-PROBES = ("about:blank",)
 
-# Every link and embedded resource of the page, with what kind of element it came from.
-LINKS_JS = """
-Array.from(document.querySelectorAll('a[href], img[src], script[src], link[href]'))
-  .map(e => [e.tagName.toLowerCase(), e.getAttribute('href') || e.getAttribute('src')])
-"""
-BROKEN_IMAGES_JS = """
-Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)
-"""
 # Where the claim page's parts sit (top edge, page pixels) and what its result section holds.
 CLAIM_PAGE_LAYOUT_JS = """(() => {
   const top = s => {
@@ -79,26 +67,6 @@ def set_select(browser: Browser, element_id: str, value: str) -> None:
         f"(s => {{ s.value = {value!r}; s.dispatchEvent(new Event('change')); }})"
         f"(document.getElementById({element_id!r}))"
     )
-
-
-def page_problems(browser: Browser, page: Path) -> list[str]:
-    """What is wrong with the page now shown: failed loads, script errors, broken images,
-    network links, links to local files that do not exist."""
-    problems = [f"failed to load {u}" for u in browser.failed_requests if u not in PROBES]
-    problems += [
-        f"console: {text}"
-        for text in browser.console_errors
-        if not any(probe in text for probe in PROBES)
-    ]
-    problems += [f"broken image {src}" for src in browser.eval(BROKEN_IMAGES_JS)]
-    for tag, link in browser.eval(LINKS_JS):
-        url = urlparse(link)
-        local = url.scheme in ("", "file") and url.path
-        if url.scheme in ("http", "https") and url.hostname not in EXTERNAL_OK:
-            problems.append(f"<{tag}> {link} leaves the machine")
-        elif local and not (page.parent / unquote(url.path)).resolve().exists():
-            problems.append(f"<{tag}> {link} does not resolve")
-    return [f"{page.name}: {p}" for p in problems]
 
 
 def test_every_page_renders_and_every_link_resolves(browser, gallery):
@@ -179,17 +147,63 @@ def test_index_search_filter_sort_and_url_state(browser, gallery):
 
 
 def test_index_copy_command_button(browser, gallery):
+    browser.send(
+        "Browser.grantPermissions", permissions=["clipboardReadWrite", "clipboardSanitizedWrite"]
+    )
     browser.goto(gallery / "index.html")
     slug = visible(browser, ".card")[0]
-    command = browser.eval(f"document.querySelector('#{slug} button.copy').dataset.command")
-    assert command == f"snakemake --cores all --config scale=smoke claims='[{slug}]'"
     browser.click(f"#{slug} button.copy")
-    # The clipboard answers asynchronously; the button then says whether it copied.
-    outcome = browser.eval(
+    # The clipboard answers asynchronously; the button then says it copied, and it did.
+    copied = browser.eval(
         f"new Promise(done => setTimeout(() => done(document.querySelector('#{slug} button.copy')"
         ".dataset.copied), 300))"
     )
-    assert outcome in ("yes", "no")
+    assert copied == "yes"
+    assert browser.eval("navigator.clipboard.readText()") == (
+        f"snakemake --cores all --config scale=smoke claims='[{slug}]'"
+    )
+
+
+def test_index_sorts_and_theme_headings(browser, gallery):
+    browser.goto(gallery / "index.html")
+    headings = "Array.from(document.querySelectorAll('.forest-theme:not(.hidden)')).length"
+    assert browser.eval(headings) > 0  # grouped by theme by default
+
+    def column(key, missing=math.inf):  # the cards' data attribute, in page order
+        texts = browser.eval(
+            f"Array.from(document.querySelectorAll('.card')).map(c => c.dataset.{key})"
+        )
+        return [float(t) if t else missing for t in texts]
+
+    set_select(browser, "sort", "status")
+    assert column("statusRank") == sorted(column("statusRank"))
+    set_select(browser, "sort", "year")
+    assert column("year") == sorted(column("year"), reverse=True)
+    set_select(browser, "sort", "margin")  # nearest the gate first; no primary check last
+    margins = [abs(m) for m in column("margin")]
+    assert margins == sorted(margins)
+    set_select(browser, "sort", "robustness")  # least robust first; none last
+    assert column("robustness") == sorted(column("robustness"))
+    set_select(browser, "sort", "slug")
+    slugs = visible(browser, ".card")
+    assert slugs == sorted(slugs)
+    assert browser.eval(headings) == 0  # headings only when grouped by theme
+    assert visible(browser, ".forest-row") == visible(browser, ".card")
+
+
+def test_index_search_by_author_and_link_to_a_card(browser, gallery):
+    index = gallery / "index.html"
+    browser.goto(index)
+    slug = visible(browser, ".card")[-1]
+    author = browser.eval(f"document.querySelector('#{slug} .meta').textContent.split(',')[0]")
+    browser.click("#q")
+    browser.type_text(author.strip().upper())  # case does not matter
+    assert slug in visible(browser, ".card")
+    # A card's own link: the fragment survives the page writing its state into the URL.
+    browser.goto(f"{index.as_uri()}?sort=year#{slug}")
+    assert browser.eval("location.hash") == f"#{slug}"
+    assert browser.eval("location.search") == "?sort=year"
+    assert browser.eval(f"document.getElementById({slug!r}).getBoundingClientRect().top") < 900
 
 
 def test_index_works_from_the_keyboard_and_on_a_phone(browser, gallery):
@@ -203,17 +217,21 @@ def test_index_works_from_the_keyboard_and_on_a_phone(browser, gallery):
     slug = visible(browser, ".card")[0]
     browser.type_text(slug)
     assert slug in visible(browser, ".card")
-    browser.press("Shift+Tab")  # back into the verdict counts; Enter presses one
-    while browser.eval("document.activeElement.className") != "status-count":
+    for _ in range(20):  # back into the verdict counts; Enter presses one
         browser.press("Shift+Tab")
+        if browser.eval("document.activeElement.className") == "status-count":
+            break
+    else:
+        pytest.fail("the verdict counts cannot be reached with Shift+Tab")
     browser.press("Enter")
     assert browser.eval("document.activeElement.getAttribute('aria-pressed')") == "true"
     try:
-        browser.set_viewport(375, 800, mobile=True)
-        browser.goto(gallery / "index.html")
-        overflow = browser.eval("document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 1, f"the index is {overflow} px wider than a phone"
-        assert browser.eval("document.querySelector('.forest-strip').offsetParent !== null")
+        for width, mobile in ((375, True), (820, False)):  # a phone, a tablet
+            browser.set_viewport(width, 800, mobile=mobile)
+            browser.goto(gallery / "index.html")
+            overflow = browser.eval("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 1, f"the index is {overflow} px wider than a {width} px window"
+            assert browser.eval("document.querySelector('.forest-strip').offsetParent !== null")
     finally:
         browser.set_viewport(1280, 900)
 

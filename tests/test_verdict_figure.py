@@ -13,43 +13,63 @@ from replica.verdicts import error_verdict, gate_outcome
 SVG = "{http://www.w3.org/2000/svg}"
 
 
-def random_row(rng, gate):
+def random_row(rng, gate, seeds=5):
     centre, half = rng.normal(0, 2), rng.uniform(0.05, 1.5)
     skew = rng.uniform(0.5, 1.5)  # bootstrap intervals need not be symmetric
     row = {"gate": gate, "name": "x", "value": centre, "ci": [centre - half, centre + half * skew]}
-    row["per_seed"] = list(centre + rng.normal(0, half, 5))
+    row["per_seed"] = list(centre + rng.normal(0, half, seeds))
+    if seeds == 1:  # verdict.json holds a single seed's unbounded interval as [null, null]
+        row["ci"] = rng.choice([[-math.inf, math.inf], [None, None]])
     if gate == "band":
         lo = rng.normal(0, 2)
         row["band"] = [lo, lo + rng.uniform(0.1, 4)]
     else:
         row["op"], row["threshold"] = rng.choice(["<", "<=", ">", ">="]), rng.normal(0, 2)
+    if gate == "seeds":
+        row["min_fraction"] = rng.choice([0.5, 0.6, 0.8, 1.0])
     return row
 
 
-@pytest.mark.parametrize("gate", ["interval", "band"])
-def test_forest_axis_reproduces_the_gate_outcome(gate):
+def drawn_outcome(margin):
+    return "pass" if margin["near"] > 0 else "fail" if margin["far"] < 0 else "inconclusive"
+
+
+def verdict_outcome(row):
+    ci = [math.inf if c is None else c for c in row["ci"]]
+    ci[0] = -ci[0] if row["ci"][0] is None else ci[0]
+    stat = {"value": row["value"], "ci": ci, "per_seed": row["per_seed"]}
+    return gate_outcome(row, stat, row.get("band"))
+
+
+@pytest.mark.parametrize("seeds", [5, 1])
+@pytest.mark.parametrize("gate", ["interval", "band", "mean", "seeds"])
+def test_forest_axis_reproduces_the_gate_outcome(gate, seeds):
     """Pass when the whole interval is right of 0, fail when all of it is left: the verdict's
-    own rule (verdicts.gate_outcome), checked on 2000 random checks of each gate."""
+    own rule (verdicts.gate_outcome), checked on 2000 random checks of every gate, with five
+    seeds and with one (whose interval is unbounded)."""
     rng = np.random.default_rng(7)
     seen = set()
     for _ in range(2000):
-        row = random_row(rng, gate)
-        stat = {"value": row["value"], "ci": row["ci"], "per_seed": row["per_seed"]}
-        outcome = gate_outcome(row, stat, row.get("band"))
+        row = random_row(rng, gate, seeds)
         margin = vf.forest_margin(row)
-        drawn = "pass" if margin["near"] > 0 else "fail" if margin["far"] < 0 else "inconclusive"
-        assert drawn == outcome, (row, margin)
+        assert drawn_outcome(margin) == verdict_outcome(row), (row, margin)
         assert margin["near"] <= margin["value"] <= margin["far"]
-        seen.add(outcome)
-    assert seen == {"pass", "fail", "inconclusive"}
+        seen.add(drawn_outcome(margin))
+    expected = {"pass", "fail"} if gate in ("mean", "seeds") else {"pass", "fail", "inconclusive"}
+    if seeds == 1 and gate in ("interval", "band"):
+        expected = {"inconclusive"}  # one seed says nothing about seed noise
+    assert seen == expected
 
 
 def test_forest_margin_is_in_half_widths_and_seeds_sit_where_they_pass():
     row = {"gate": "seeds", "op": ">=", "threshold": 1.0, "min_fraction": 0.5, "name": "s"}
     row.update(value=2.0, ci=[1.5, 2.5], per_seed=[0.5, 1.5, 3.0])
-    margin = vf.forest_margin(row)
+    margin = vf.forest_margin({**row, "gate": "interval"})
     assert margin["value"] == pytest.approx(2.0) and margin["near"] == pytest.approx(1.0)
     assert [m > 0 for m in margin["per_seed"]] == [False, True, True]
+    # Two of three seeds must pass: the second best seed (1.5, one half-width in) decides.
+    decisive = vf.forest_margin(row)
+    assert decisive["decisive_seed"] and decisive["near"] == decisive["far"] == pytest.approx(1.0)
 
 
 def test_zero_width_interval_lies_off_the_axis_on_its_side():

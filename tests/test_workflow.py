@@ -5,6 +5,8 @@ import re
 import time
 
 import pytest
+from browsing import CHROMIUM, page_problems
+from cdp import Browser
 
 from conftest import ROOT, add_toy_claim, snakemake
 from replica import registry
@@ -112,10 +114,16 @@ def test_a_broken_claim_does_not_take_the_gallery_down(toy_project):
     assert status == {"toy_mean": "replicated", "toy_syntax": "error", "toy_broken": "error"}
     broken = next(c for c in summary["claims"] if c["slug"] == "toy_broken")
     assert "deliberate failure" in broken["reason"]
-    index = (toy_project / "figures/smoke/index.html").read_text()
-    assert "toy_broken_logs/" in index
+    error_page = (toy_project / "figures/smoke/claims/toy_broken.html").read_text()
+    assert "toy_broken_logs/train_n-10.log" in error_page
     log = toy_project / "figures/smoke/claims/toy_broken_logs"
     assert "deliberate failure" in (log / "train_n-10.log").read_text()
+    if CHROMIUM:  # error cards and pages link only to what exists
+        gallery = toy_project / "figures/smoke"
+        with Browser(CHROMIUM) as browser:
+            for page in [gallery / "index.html", *sorted((gallery / "claims").glob("*.html"))]:
+                browser.goto(page)
+                assert not page_problems(browser, page)
 
 
 def _append(path, text):

@@ -98,13 +98,17 @@ def failure_reason(results: Path) -> str:
     return "a job of this claim failed before its verdict; see its logs"
 
 
-def claim_entry(manifest: registry.Manifest, results: Path, scale: str) -> dict:
+def claim_verdict(manifest: registry.Manifest, results: Path) -> dict:
+    """The claim's verdict.json, or an error verdict when its chain stopped at a failed job
+    (only the onerror build gets there); a verdict left from an earlier run is stale then."""
     failed_training = sorted((results / "train").glob("*.error.json"))
     if (results / "verdict.json").exists() and not failed_training:
-        verdict = runtime.read_json(results / "verdict.json")
-    else:  # the chain stopped at a failed job (only the onerror build gets here); a verdict
-        # left from an earlier run is stale then, and not shown
-        verdict = error_verdict(manifest.data, failure_reason(results))
+        return runtime.read_json(results / "verdict.json")
+    return error_verdict(manifest.data, failure_reason(results))
+
+
+def claim_entry(manifest: registry.Manifest, results: Path, scale: str) -> dict:
+    verdict = claim_verdict(manifest, results)
     notebook = results / "notebook.ipynb"
     executed = runtime.read_json(notebook) if notebook.exists() else {"metadata": {}}
     if not notebook.exists() and verdict["status"] != "error":
@@ -142,16 +146,27 @@ def claim_entry(manifest: registry.Manifest, results: Path, scale: str) -> dict:
         "notebook": f"claims/{manifest.slug}.ipynb",
         "thumbnail": f"claims/{manifest.slug}.png",
         "logs": f"claims/{manifest.slug}_logs/",
+        # What an error card may link to: the chain may have stopped before either existed.
+        "has_notebook": notebook.exists(),
+        "has_verdict_log": (results / "logs" / "verdict.log").exists(),
         "verdict_figure": f"claims/{manifest.slug}.verdict.svg",
         "deviations": manifest.data["deviations"],
         "primary_row": primary,
         "primary_value_text": interval_text(primary) if primary else "",
         "primary_gate_text": gate_text(primary) if primary else "",
         "primary_margin": None if margin is None else margin["near"],
+        "sort_margin": js_number(None if margin is None else margin["near"]),
         "forest_strip": Markup(verdict_figure.forest_strip(primary, verdict["status"])),
         "search": " ".join([*searchable, manifest.data["claim"]]).lower(),
         "command": reproduce_command(manifest.slug, scale),
     }
+
+
+def js_number(value: float | None) -> str:
+    """A number as the page's sort script parses it (parseFloat): '' when there is none."""
+    if value is None:
+        return ""
+    return repr(float(value)).replace("inf", "Infinity")
 
 
 def reproduce_command(slug: str, scale: str) -> str:
@@ -210,6 +225,8 @@ def build(scale: str, gallery: Path, results_root: Path, slugs: list[str]) -> li
     reg = registry.load_registry()
     entries = {s: claim_entry(reg[s], results_root / scale / s, scale) for s in slugs}
     ordered = [entries[s] for s in slugs]
+    for order, entry in enumerate(ordered):  # the ledger order, within a theme on the index
+        entry["order"] = order
     env = _environment()
     themes = sorted({e["theme"] for e in ordered})
     context = {
@@ -338,8 +355,9 @@ def claim_page(slug: str, scale: str, gallery: Path, results_root: Path) -> None
     )
 
 
-def error_page(slug: str, scale: str, gallery: Path, results_root: Path, reason: str) -> None:
-    """A claim page without a notebook: the reason and the logs (the chain stopped early)."""
+def error_page(slug: str, scale: str, gallery: Path, results_root: Path) -> None:
+    """A claim page without a notebook (a job of the chain failed): the verdict if there is
+    one, else the reason, its figure, the sources and the logs."""
     from replica.notebooks import placeholder_figure
 
     manifest = registry.load_registry()[slug]
@@ -348,12 +366,18 @@ def error_page(slug: str, scale: str, gallery: Path, results_root: Path, reason:
     logs = copy_logs(slug, results, claims)
     sources = copy_sources(manifest, claims)
     placeholder_figure(claims / f"{slug}.png", "no result: the chain failed")
-    verdict = error_verdict(manifest.data, reason)
+    verdict = claim_verdict(manifest, results)
     runtime.write_text(claims / f"{slug}.verdict.svg", verdict_figure.verdict_svg(verdict, True))
     page = (
         _environment()
         .get_template("error_page.html.j2")
-        .render(slug=slug, reason=reason, links=sorted({**sources, **logs}.items()))
+        .render(
+            slug=slug,
+            status=verdict["status"],
+            color=BADGE_COLORS.get(verdict["status"], "#57606a"),
+            reason=verdict["reason"],
+            links=sorted({**sources, **logs}.items()),
+        )
     )
     runtime.write_text(claims / f"{slug}.html", page)
 
@@ -369,7 +393,7 @@ def build_after_failure(scale: str, gallery: Path, results_root: Path, slugs: li
         results = results_root / scale / slug
         entry = claim_entry(reg[slug], results, scale)
         if entry["status"] == "error" or not (gallery / entry["page"]).exists():
-            error_page(slug, scale, gallery, results_root, entry["reason"])
+            error_page(slug, scale, gallery, results_root)
     build(scale, gallery, results_root, slugs)
     return check_errors(gallery / "summary.json")
 

@@ -10,9 +10,12 @@ Two pictures, both generic over every gate the contract has (``interval``, ``ban
   primary check on one axis. The axis is the distance from the gate's boundary, in half-widths
   of the check's own 95 % interval, signed so that the passing side is positive: the interval
   clears the gate when its left end is right of 0 (pass), lies wholly left of 0 (fail), and
-  straddles 0 otherwise (inconclusive), exactly the rule of ``verdicts.gate_outcome``. The
-  axis is ``asinh``-scaled so that a check that clears its gate by 50 half-widths and one that
-  misses by half a width are both readable.
+  straddles 0 otherwise (inconclusive), the rule of ``verdicts.gate_outcome`` (a point exactly
+  on 0 is decided by the gate's operator, strict or not). A seed-mean gate is decided by the
+  mean alone, drawn as a point; a seed-by-seed gate by its decisive seed (the k-th best, k the
+  number of seeds that must pass), drawn as a diamond among the seeds. The axis is
+  ``asinh``-scaled so that a check that clears its gate by 50 half-widths and one that misses
+  by half a width are both readable.
 
 SVG is written by hand: the files are small, sharp at any size, and cost no matplotlib import.
 """
@@ -54,6 +57,17 @@ def _finite(values) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
 
+def interval(row: dict) -> tuple[float, float]:
+    """The row's 95 % interval as floats: the value itself for an exact statistic (no
+    interval), (-inf, inf) for a single seed (verdict.json writes infinite ends as null)."""
+    ci = row.get("ci")
+    if ci is None:
+        return float(row["value"]), float(row["value"])
+    lo = -math.inf if ci[0] is None else float(ci[0])
+    hi = math.inf if ci[1] is None else float(ci[1])
+    return lo, hi
+
+
 # ---- a check in its own units ---------------------------------------------------------------
 
 
@@ -72,7 +86,7 @@ def _gate_edges(row: dict) -> list[float]:
 
 
 def _row_values(row: dict) -> list[float]:
-    return _finite([row.get("value"), *(row.get("ci") or []), *(row.get("per_seed") or [])])
+    return _finite([row.get("value"), *interval(row), *(row.get("per_seed") or [])])
 
 
 class _Scale:
@@ -160,19 +174,15 @@ def _strip(row: dict, x0: float, x1: float, y: float, height: float, axis: bool)
             f"<circle cx='{_num(scale(value))}' cy='{_num(y + dy)}' r='2.6' fill='{fill}' "
             f"fill-opacity='0.45'/>"
         )
-    ci = row.get("ci")
-    if ci and None not in ci:
+    ci_lo, ci_hi = interval(row)
+    if ci_lo < ci_hi:  # an unbounded one (a single seed) runs faintly across the whole strip
+        faint = "" if math.isfinite(ci_hi - ci_lo) else " stroke-opacity='0.35'"
         out.append(
-            f"<line x1='{_num(scale(ci[0]))}' x2='{_num(scale(ci[1]))}' y1='{_num(y)}' "
-            f"y2='{_num(y)}' stroke='{color}' stroke-width='3' stroke-linecap='round'/>"
+            f"<line x1='{_num(scale(ci_lo))}' x2='{_num(scale(ci_hi))}' y1='{_num(y)}' "
+            f"y2='{_num(y)}' stroke='{color}' stroke-width='3' stroke-linecap='round'{faint}/>"
         )
     if row.get("value") is not None and math.isfinite(row["value"]):
-        cx, r = scale(row["value"]), 4.2
-        out.append(
-            f"<path d='M{_num(cx - r)} {_num(y)} L{_num(cx)} {_num(y - r)} L{_num(cx + r)} "
-            f"{_num(y)} L{_num(cx)} {_num(y + r)} Z' fill='{color}' stroke='#fff' "
-            f"stroke-width='0.8'/>"
-        )
+        out.append(_diamond(scale(row["value"]), y, 4.2, color, " stroke='#fff'"))
     if axis:
         for tick in scale.ticks():
             tx = scale(tick)
@@ -183,6 +193,13 @@ def _strip(row: dict, x0: float, x1: float, y: float, height: float, axis: bool)
                 f"text-anchor='middle' {FONT}>{_fmt(tick)}</text>"
             )
     return out
+
+
+def _diamond(cx: float, cy: float, r: float, fill: str, extra: str = "") -> str:
+    return (
+        f"<path d='M{_num(cx - r)} {_num(cy)} L{_num(cx)} {_num(cy - r)} L{_num(cx + r)} "
+        f"{_num(cy)} L{_num(cx)} {_num(cy + r)} Z' fill='{fill}'{extra}/>"
+    )
 
 
 def _tooltip(kind: str, row: dict) -> str:
@@ -308,38 +325,55 @@ def _clearance(row: dict, x: float) -> float:
 
 
 def forest_margin(row: dict | None) -> dict | None:
-    """The primary check on the forest axis (half-widths of its interval from the gate).
+    """The primary check on the forest axis, in half-widths of its 95 % interval.
 
-    ``near`` is the clearance of the whole interval (pass when > 0 for a strict gate), ``far``
-    that of its best point (fail when < 0); per-seed values are placed the same way. A
-    zero-width interval (every seed equal, or one deterministic value) has no unit: its margin
-    is +-inf, drawn at the axis edge, and 0 when it sits on the boundary.
+    ``near`` is the clearance of the whole interval (pass when > 0), ``far`` that of its best
+    point (fail when < 0), ``value`` that of the seed mean; per-seed values are placed the same
+    way. A zero-width interval (every seed equal, or an exact statistic) and a single seed's
+    unbounded one have no unit: margins are +-inf, drawn at the axis edge (0 on the boundary),
+    and a single seed's interval spans the axis (near -inf, far +inf). Seed-mean and
+    seed-by-seed gates: see the module docstring.
     """
     if not row or row.get("value") is None:
         return None
-    ci = row.get("ci") if row.get("ci") and None not in row["ci"] else [row["value"]] * 2
+    ci = interval(row)
     half = (ci[1] - ci[0]) / 2
 
     def unit(d: float) -> float:
-        if half > 0:
+        if 0 < half < math.inf:
             return d / half
-        return 0.0 if d == 0 else math.copysign(math.inf, d)
+        return 0.0 if d == 0 else math.copysign(math.inf, d)  # no finite unit: only the side
 
-    near = min(_clearance(row, ci[0]), _clearance(row, ci[1]))
     lo, hi = passing_region(row)
     # The interval's point deepest inside the passing region: the region's middle, clamped.
     middle = (lo + hi) / 2 if math.isfinite(lo + hi) else (hi if hi == math.inf else lo)
     best = min(max(middle, ci[0]), ci[1])
-    far = _clearance(row, best)
-    return {
+    near = min(_clearance(row, ci[0]), _clearance(row, ci[1]))  # (replaced when unbounded)
+    margin = {
         "value": unit(_clearance(row, row["value"])),
         "near": unit(near),
-        "far": unit(far),
-        "per_seed": [unit(_clearance(row, v)) for v in _finite(row.get("per_seed") or [])]
-        if half > 0
-        else [],
-        "exact": half <= 0,
+        "far": unit(_clearance(row, best)),
+        "per_seed": [unit(_clearance(row, v)) for v in _finite(row.get("per_seed") or [])],
+        "exact": half == 0,
+        "unbounded": math.isinf(half),
+        "decisive_seed": False,
     }
+    if margin["unbounded"]:  # nothing is known about seed noise: the interval is everything
+        margin["near"], margin["far"] = -math.inf, math.inf
+    gate = row.get("gate", "interval")
+    if gate == "mean":
+        margin["near"] = margin["far"] = margin["value"]
+    elif gate == "seeds":
+        margin.update(_decisive_seed(row, margin["per_seed"] or [margin["value"]]))
+    return margin
+
+
+def _decisive_seed(row: dict, seed_margins: list[float]) -> dict:
+    """A seed-by-seed gate passes when at least k = ceil(min_fraction * n) seeds pass, that is
+    when the k-th best seed does: that seed's margin decides, near = far = it."""
+    k = math.ceil(row["min_fraction"] * len(seed_margins) - 1e-9)
+    decisive = math.inf if k <= 0 else sorted(seed_margins, reverse=True)[k - 1]
+    return {"value": decisive, "near": decisive, "far": decisive, "decisive_seed": True}
 
 
 def forest_x(margin: float, x0: float, x1: float) -> float:
@@ -374,10 +408,12 @@ def forest_strip(row: dict | None, status: str, width: int = 360, height: int = 
             f"fill='{color}' fill-opacity='0.35'/>"
         )
     near, far = forest_x(margin["near"], 0, width), forest_x(margin["far"], 0, width)
-    parts.append(
-        f"<line x1='{_num(min(near, far))}' x2='{_num(max(near, far))}' y1='{_num(y)}' "
-        f"y2='{_num(y)}' stroke='{color}' stroke-width='3' stroke-linecap='round'/>"
-    )
+    if far > near:  # the interval (faint when a single seed leaves it unbounded)
+        faint = " stroke-opacity='0.35'" if margin["unbounded"] else ""
+        parts.append(
+            f"<line x1='{_num(near)}' x2='{_num(far)}' y1='{_num(y)}' y2='{_num(y)}' "
+            f"stroke='{color}' stroke-width='3' stroke-linecap='round'{faint}/>"
+        )
     cx = forest_x(margin["value"], 0, width)
     if abs(margin["value"]) >= FOREST_CLIP:  # off the axis: an arrow at the edge
         tip, back = (width - 1, width - 9) if margin["value"] > 0 else (1, 9)
@@ -385,9 +421,12 @@ def forest_strip(row: dict | None, status: str, width: int = 360, height: int = 
             f"<path d='M{_num(back)} {_num(y - 5)} L{_num(tip)} {_num(y)} L{_num(back)} "
             f"{_num(y + 5)} Z' fill='{color}'/>"
         )
+    elif margin["decisive_seed"]:  # a seed-by-seed gate: the seed that decides, a diamond
+        parts.append(_diamond(cx, y, 5, color))
     else:
         parts.append(f"<circle cx='{_num(cx)}' cy='{_num(y)}' r='4.5' fill='{color}'/>")
-    return _svg(width, height, "".join(parts), f"primary check {row['name']}")
+    label = f"primary check {row['name']}: {row.get('outcome', '-')}"
+    return _svg(width, height, "".join(parts), label)
 
 
 def forest_axis(width: int = 360, height: int = 26) -> str:

@@ -17,8 +17,9 @@ function writeState(state, defaults) {
     if (state[key] && state[key] !== defaults[key]) { params.set(key, state[key]); }
   });
   var query = params.toString();
+  var url = (query ? "?" + query : window.location.pathname) + window.location.hash;
   try {
-    window.history.replaceState(null, "", query ? "?" + query : window.location.pathname);
+    window.history.replaceState(null, "", url);
   } catch (err) { /* file:// in a browser that forbids it: state stays in the page */ }
 }
 
