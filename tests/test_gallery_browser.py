@@ -10,6 +10,7 @@ index, the forest plot and a claim page are saved under results/screenshots/<sca
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -69,7 +70,26 @@ def set_select(browser: Browser, element_id: str, value: str) -> None:
     )
 
 
-def test_every_page_renders_and_every_link_resolves(browser, gallery):
+def check_claim_page_layout(browser: Browser, page: Path) -> list[str]:
+    """The result first (verdict, figure, table, then the notebook), code folded, sources."""
+    layout = browser.eval(CLAIM_PAGE_LAYOUT_JS)
+    tops = [layout[k] for k in ("verdict", "figure", "table", "notebook")]
+    problems = []
+    if None in tops or tops != sorted(tops):
+        problems.append(f"verdict, figure, table and notebook out of order: {tops}")
+    if not layout["rows"] == layout["figureRows"] > 0:
+        problems.append(f"{layout['figureRows']} figure rows for {layout['rows']} table rows")
+    if not (layout["folded"] > 0 and layout["open"] == 0):
+        problems.append("code cells not folded")
+    if not {"manifest", "module", "notebook source"} <= set(layout["sources"]):
+        problems.append(f"sources missing: {layout['sources']}")
+    if not layout["mathjax"]:
+        problems.append("MathJax did not load")
+    return [f"{page.name}: {p}" for p in problems]
+
+
+def test_every_page_renders_and_claim_pages_lead_with_the_result(browser, gallery):
+    """One visit per page: links, images and scripts; a claim page's layout as well."""
     pages = [gallery / "index.html", gallery / "coverage.html"]
     claim_pages = sorted((gallery / "claims").glob("*.html"))
     assert claim_pages
@@ -77,23 +97,16 @@ def test_every_page_renders_and_every_link_resolves(browser, gallery):
     for page in pages + claim_pages:
         browser.goto(page)
         problems += page_problems(browser, page)
+        if page in claim_pages:
+            problems += check_claim_page_layout(browser, page)
     assert not problems, "\n".join(problems)
     browser.goto(gallery / "index.html")
     assert len(browser.eval(LINKS_JS)) > 8 * len(claim_pages)
 
 
-def test_claim_page_leads_with_the_result_and_folds_code(browser, gallery):
-    for page in sorted((gallery / "claims").glob("*.html")):
-        browser.goto(page)
-        layout = browser.eval(CLAIM_PAGE_LAYOUT_JS)
-        name = page.name
-        assert None not in (layout["verdict"], layout["figure"], layout["table"]), name
-        assert layout["verdict"] < layout["figure"] < layout["table"] < layout["notebook"], name
-        assert layout["rows"] == layout["figureRows"] > 0, name  # one figure row per table row
-        assert layout["folded"] > 0 and layout["open"] == 0, name
-        assert {"manifest", "module", "notebook source"} <= set(layout["sources"]), name
-        assert layout["mathjax"], name
-    # A click on "code" unfolds a cell; a check's permalink lands on its table row.
+def test_claim_page_code_unfolds_and_a_permalink_lands_on_its_check(browser, gallery):
+    page = sorted((gallery / "claims").glob("*.html"))[0]
+    browser.goto(page)
     browser.click("details.replica-code > summary")
     assert browser.eval("document.querySelector('details.replica-code').open")
     anchor = browser.eval("document.querySelector('#checks tr[id^=check-]').id")
@@ -109,12 +122,18 @@ def test_index_search_filter_sort_and_url_state(browser, gallery):
     assert browser.eval("document.getElementById('shown').textContent") == (
         f"{len(cards)} of {len(cards)} shown"
     )
-    # Search: an arXiv id finds its card and forest row, and lands in the URL.
+    # Search: an arXiv id finds its paper's cards and forest rows (one paper may have more
+    # than one claim), and lands in the URL.
     target = cards[-1]
-    arxiv = browser.eval(f"document.querySelector('#{target} a[href*=arxiv]').textContent")
+    arxiv_of = "(s => document.querySelector('#' + s + ' a[href*=arxiv]').textContent)"
+    same_paper = browser.eval(
+        f"(() => {{ const a = {arxiv_of}({target!r}); return {json.dumps(cards)}"
+        f".filter(s => {arxiv_of}(s) === a); }})()"
+    )
     browser.click("#q")
-    browser.type_text(arxiv.removeprefix("arXiv:"))
-    assert visible(browser, ".card") == [target] == visible(browser, ".forest-row")
+    browser.type_text(browser.eval(f"{arxiv_of}({target!r})").removeprefix("arXiv:"))
+    assert visible(browser, ".card") == same_paper == visible(browser, ".forest-row")
+    assert target in same_paper
     assert "q=" in browser.eval("location.search")
     # A status count filters; pressed again it clears.
     status = browser.eval(f"document.getElementById({target!r}).dataset.status")
