@@ -134,7 +134,7 @@ def claim_entry(manifest: registry.Manifest, results: Path, scale: str) -> dict:
         "controls": verdict["controls"],
         "preconditions": verdict.get("preconditions", []),
         "primary": verdict.get("primary"),
-        "primary_text": primary_text(verdict),
+        "primary_text": primary_text(primary),
         "counts": verdict.get("counts", {}),
         "counts_text": counts_text(verdict),
         "robustness": verdict.get("robustness") or {"fraction": None},
@@ -174,8 +174,7 @@ def reproduce_command(slug: str, scale: str) -> str:
     return f"snakemake --cores all --config scale={scale} claims='[{slug}]'"
 
 
-def primary_text(verdict: dict) -> str:
-    row = next((r for r in verdict.get("checks", []) if r.get("primary")), None)
+def primary_text(row: dict | None) -> str:
     if row is None:
         return "—"
     return f"{row['name']} = {interval_text(row)}, gate {gate_text(row)}: {row['outcome']}"
@@ -335,7 +334,7 @@ def claim_page(slug: str, scale: str, gallery: Path, results_root: Path) -> None
     """One claim's page, its .ipynb download, sources, verdict figures, thumbnail and logs."""
     from replica.notebooks import export_html
 
-    manifest = registry.load_registry()[slug]
+    manifest = registry.load_manifest(registry.CLAIMS_DIR / f"{slug}.yaml")  # this one only
     results = results_root / scale / slug
     claims = gallery / "claims"
     claims.mkdir(parents=True, exist_ok=True)
@@ -360,7 +359,7 @@ def error_page(slug: str, scale: str, gallery: Path, results_root: Path) -> None
     one, else the reason, its figure, the sources and the logs."""
     from replica.notebooks import placeholder_figure
 
-    manifest = registry.load_registry()[slug]
+    manifest = registry.load_manifest(registry.CLAIMS_DIR / f"{slug}.yaml")
     results = results_root / scale / slug
     claims = gallery / "claims"
     logs = copy_logs(slug, results, claims)

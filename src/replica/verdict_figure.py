@@ -26,6 +26,7 @@ import math
 from html import escape
 
 from replica.report import BADGE_COLORS, OUTCOME_COLORS, ROW_KINDS, gate_text, interval_text
+from replica.verdicts import OPS
 
 PASS_FILL = "#dafbe1"  # the region of the axis where the gate passes
 EDGE = "#24292f"
@@ -138,12 +139,9 @@ def nice_ticks(lo: float, hi: float, count: int = 4) -> list[float]:
     return ticks
 
 
-def _seed_passes(row: dict, value: float) -> bool:
-    lo, hi = passing_region(row)
-    strict = row.get("op") in (">", "<")
-    if strict:
-        return lo < value < hi
-    return lo <= value <= hi
+def _jitter(i: int, spread: float) -> float:
+    """A fixed vertical offset for seed i: overlapping seeds stay apart, the same every build."""
+    return ((i * 0.618034) % 1 - 0.5) * spread
 
 
 def _strip(row: dict, x0: float, x1: float, y: float, height: float, axis: bool) -> list[str]:
@@ -165,11 +163,11 @@ def _strip(row: dict, x0: float, x1: float, y: float, height: float, axis: bool)
     seeds = _finite(row.get("per_seed") or [])
     per_seed_gate = row.get("gate") == "seeds"
     for i, value in enumerate(seeds):
-        # A fixed vertical spread keeps overlapping seeds apart, the same on every build.
-        dy = ((i * 0.618034) % 1 - 0.5) * height * 0.55
+        dy = _jitter(i, height * 0.55)
         fill = color
         if per_seed_gate:  # the gate counts seeds one by one: colour each by its own test
-            fill = OUTCOME_COLORS["pass" if _seed_passes(row, value) else "fail"]
+            passes = OPS[row["op"]](value, row["threshold"])
+            fill = OUTCOME_COLORS["pass" if passes else "fail"]
         out.append(
             f"<circle cx='{_num(scale(value))}' cy='{_num(y + dy)}' r='2.6' fill='{fill}' "
             f"fill-opacity='0.45'/>"
@@ -402,7 +400,7 @@ def forest_strip(row: dict | None, status: str, width: int = 360, height: int = 
         return _svg(width, height, "".join(parts), "no primary check")
     color = OUTCOME_COLORS.get(row.get("outcome"), BADGE_COLORS.get(status, MUTED))
     for i, m in enumerate(margin["per_seed"]):
-        dy = ((i * 0.618034) % 1 - 0.5) * height * 0.5
+        dy = _jitter(i, height * 0.5)
         parts.append(
             f"<circle cx='{_num(forest_x(m, 0, width))}' cy='{_num(y + dy)}' r='2' "
             f"fill='{color}' fill-opacity='0.35'/>"
