@@ -1,5 +1,5 @@
 # replica: each claim of workflow/claims/*.yaml becomes the chain
-#   generate -> theory | train (one job per grid point) -> measure -> verdict
+#   generate (data, theory) -> train (one job per grid point) -> verdict (metrics, verdict)
 #   -> notebook (papermill) -> claim page (nbconvert) -> gallery, at one scale per run
 # Usage: snakemake --cores N [--config scale=paper claims='[ntk]'] [--profile profiles/slurm]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ("generate", "theory", "train", "measure", "verdict", "notebook")
+STEPS = ("generate", "train", "verdict", "notebook")
 TRAIN_SECONDS_KEY = "__train_seconds__"  # replica.runtime.TRAIN_SECONDS_KEY (no import: fast)
 
 

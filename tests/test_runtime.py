@@ -51,7 +51,7 @@ def _python(code: str) -> str:
 
 
 def test_no_claim_module_imports_torch_until_it_is_used():
-    """generate, theory, measure and verdict jobs skip torch's import when they never call it."""
+    """Generate and verdict jobs skip torch's import when they never call it."""
     out = _python(
         "import importlib, sys\n"
         "from replica import registry, runtime\n"

@@ -1,13 +1,14 @@
 """The verdict rules on synthetic statistics: every gate both ways, every status reachable."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
 from replica import verdicts
-from replica.report import findings, gate_text, verdict_html
+from replica.report import findings, gate_text, t95, verdict_html
 from replica.verdicts import aggregate, gate_outcome, judge
 
 
@@ -236,3 +237,21 @@ def test_manifest_text_reaches_the_narrative_literally():
 def test_t_quantile_matches_scipy(dof):
     """The closed-form Student-t quantile (no scipy import in verdict jobs) against scipy."""
     assert verdicts.t_quantile(dof) == pytest.approx(scipy_stats.t.ppf(0.975, dof), rel=1e-12)
+
+
+def test_notebook_t95_is_scipys_quantile_elementwise():
+    """Notebook seed bands use the verdict's closed form (no scipy.stats import in a notebook)."""
+    dof = np.array([[0, 1, 2], [5, 9, 63]])
+    expected = scipy_stats.t.ppf(0.975, dof)
+    np.testing.assert_allclose(t95(dof), expected, rtol=1e-12)
+    assert t95(5) == pytest.approx(expected[1, 0], rel=1e-12) and isinstance(t95(5), float)
+    assert np.isnan(t95(0))  # a single seed: no band, as scipy gives
+
+
+def test_no_notebook_imports_scipy_stats():
+    """scipy.stats costs 1-2 s of import in every notebook that loads it; report.t95 instead."""
+    notebooks = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
+    assert notebooks
+    for path in notebooks:
+        assert "from scipy import stats" not in path.read_text(), path.name
+        assert "scipy.stats" not in path.read_text(), path.name

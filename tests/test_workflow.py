@@ -81,6 +81,10 @@ def test_toy_chain_reruns_only_what_an_edit_touches(toy_project):
     manifest.write_text(manifest.read_text().replace("claim: ", "claim: Edited. ", 1))
     assert set(planned_jobs(toy_project, "--config", "scale=smoke")) == PAGE_JOBS
 
+    # a check's threshold: the verdict job (which measures, then judges) and the pages
+    manifest.write_text(manifest.read_text().replace("threshold: 0.3", "threshold: 0.31", 1))
+    assert set(planned_jobs(toy_project, "--config", "scale=smoke")) == {"verdict", *PAGE_JOBS}
+
     _append(toy_project / "src/replica/claims/toy_mean.py", "\n# edited\n")
     jobs = planned_jobs(toy_project, "--config", "scale=smoke")
     assert jobs["train"] == 3 and jobs["generate"] == 1 and jobs["verdict"] == 1
@@ -90,7 +94,7 @@ def test_toy_chain_reruns_only_what_an_edit_touches(toy_project):
     assert out.returncode == 0, out.stderr
     _append(toy_project / "src/replica/steps.py", "\n# edited\n")
     jobs = planned_jobs(toy_project, "--config", "scale=smoke")
-    assert jobs["train"] == 3 and jobs["generate"] == 1 and jobs["measure"] == 1
+    assert jobs["train"] == 3 and jobs["generate"] == 1 and jobs["verdict"] == 1
 
 
 def test_a_broken_claim_does_not_take_the_gallery_down(toy_project):

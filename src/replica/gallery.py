@@ -26,7 +26,7 @@ from replica.verdicts import error_verdict
 
 TEMPLATES = Path(__file__).parent / "templates"
 LEDGER = Path(__file__).parent / "data" / "ledger.yaml"
-STEPS = ("generate", "theory", "train", "measure", "verdict", "notebook")
+STEPS = ("generate", "train", "verdict", "notebook")
 STATIC = ("style.css", "gallery.js")  # copied next to index.html
 # The index's sort orders: (key in the page's data attributes, label); the first is the default.
 SORTS = (

@@ -240,3 +240,19 @@ def finite(values) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError("non-finite values in plotted data")
     return arr
+
+
+def t95(dof):
+    """Student-t quantile of a two-sided 95 % interval, elementwise over integer dof.
+
+    The closed form of replica.verdicts: the same quantile the verdict gates use, and a
+    notebook that draws seed bands no longer imports scipy.stats (a second or two per page).
+    Like scipy, NaN below one degree of freedom (a single seed has no band).
+    """
+    from replica.verdicts import t_quantile
+
+    def quantile(k: int) -> float:
+        return t_quantile(k) if k >= 1 else float("nan")
+
+    values = np.vectorize(quantile, otypes=[float])(np.asarray(dof, dtype=int))
+    return float(values) if values.ndim == 0 else values

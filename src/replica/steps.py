@@ -8,6 +8,12 @@ no output, leaves its reason in ``<out>.error.json`` and fails its job; the work
 ``onerror`` handler then builds the gallery with an error card for that claim.
 
     python -m replica <step> <slug> --scale S [--point P] --out PATH [inputs...]
+
+The workflow runs three kinds of compute job per claim, each one process: `generate` (the
+data, then the theory's prediction for it: both depend only on the data distribution),
+`train` (one job per grid point) and `verdict` (the metrics of the trained runs, then the
+verdict). Every process start-up costs a second or two (imports), so steps that are always
+re-run together share one.
     python -m replica run <slug> --scale smoke --results DIR     # whole chain, no Snakemake
 """
 
@@ -237,9 +243,7 @@ def run_chain(slug: str, scale: str, results: Path, base_seed: int = 0, device="
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m replica")
-    parser.add_argument(
-        "step", choices=["generate", "theory", "train", "measure", "verdict", "notebook", "run"]
-    )
+    parser.add_argument("step", choices=["generate", "train", "verdict", "notebook", "run"])
     parser.add_argument("slug")
     parser.add_argument("--scale", required=True, choices=registry.SCALES)
     parser.add_argument("--base-seed", type=int, default=0)
@@ -247,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--point")
     parser.add_argument("--data")
     parser.add_argument("--runs", nargs="*", default=[])
-    parser.add_argument("--metrics")
-    parser.add_argument("--theory")
+    parser.add_argument("--metrics", help="written by verdict (default: beside --out)")
+    parser.add_argument("--theory", help="written by generate, read by verdict (beside --out)")
     parser.add_argument("--verdict")
     parser.add_argument("--out")
     parser.add_argument("--provenance")
@@ -256,16 +260,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default="results")
     args = parser.parse_args(argv)
     s, sc, seed = args.slug, args.scale, args.base_seed
+    if args.out:
+        args.theory = args.theory or str(Path(args.out).with_name("theory.json"))
+        args.metrics = args.metrics or str(Path(args.out).with_name("metrics.json"))
     if args.step == "generate":
         generate(s, sc, args.out, seed)
-    elif args.step == "theory":
-        theory(s, sc, args.data, args.out, seed)
+        theory(s, sc, args.out, args.theory, seed)
     elif args.step == "train":
         if not train(s, sc, args.point, args.data, args.out, seed, args.device):
             return 1
-    elif args.step == "measure":
-        measure(s, sc, args.data, args.runs, args.out, seed)
     elif args.step == "verdict":
+        measure(s, sc, args.data, args.runs, args.metrics, seed)
         verdict(s, sc, args.metrics, args.theory, args.out, seed, args.provenance)
     elif args.step == "notebook":
         from replica import notebooks

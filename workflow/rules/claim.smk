@@ -2,10 +2,14 @@
 
 
 rule generate:
+    """The synthetic data, then the theory's prediction for it: both depend only on the data
+    distribution and the settings, and are always re-run together (one process, not two).
+    """
     input:
         sources=claim_sources,
     output:
-        f"{RESULTS}/data.npz",
+        data=f"{RESULTS}/data.npz",
+        theory=f"{RESULTS}/theory.json",
     log:
         f"{RESULTS}/logs/generate.log",
     benchmark:
@@ -21,31 +25,8 @@ rule generate:
         base_seed=CONFIG["base_seed"],
     shell:
         "python -m replica generate {wildcards.slug} --scale {params.scale} "
-        "--base-seed {params.base_seed} --out {output} > {log} 2>&1"
-
-
-rule theory:
-    input:
-        data=f"{RESULTS}/data.npz",
-        sources=claim_sources,
-    output:
-        f"{RESULTS}/theory.json",
-    log:
-        f"{RESULTS}/logs/theory.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/theory.tsv"
-    conda:
-        CONDA_ENV
-    threads: 1
-    resources:
-        **STEP_RESOURCES,
-    params:
-        scale=SCALE,
-        settings=scale_settings,
-        base_seed=CONFIG["base_seed"],
-    shell:
-        "python -m replica theory {wildcards.slug} --scale {params.scale} "
-        "--base-seed {params.base_seed} --data {input.data} --out {output} > {log} 2>&1"
+        "--base-seed {params.base_seed} --out {output.data} --theory {output.theory} "
+        "> {log} 2>&1"
 
 
 rule train:
@@ -81,39 +62,17 @@ rule train:
         "--data {input.data} --out {output} > {log} 2>&1"
 
 
-rule measure:
+rule verdict:
+    """The metrics of the trained runs, then the verdict on them (one process: a training
+    re-runs both). An edit to the checks re-runs only this job and what reads it."""
     input:
         data=f"{RESULTS}/data.npz",
         runs=train_outputs,
-        sources=claim_sources,
-    output:
-        f"{RESULTS}/metrics.json",
-    log:
-        f"{RESULTS}/logs/measure.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/measure.tsv"
-    conda:
-        CONDA_ENV
-    threads: 1
-    resources:
-        **STEP_RESOURCES,
-    params:
-        scale=SCALE,
-        settings=scale_settings,
-        base_seed=CONFIG["base_seed"],
-    shell:
-        "python -m replica measure {wildcards.slug} --scale {params.scale} "
-        "--base-seed {params.base_seed} --data {input.data} --runs {input.runs} "
-        "--out {output} > {log} 2>&1"
-
-
-rule verdict:
-    input:
-        metrics=f"{RESULTS}/metrics.json",
         theory=f"{RESULTS}/theory.json",
         sources=claim_sources,
         code=code("verdicts.py"),
     output:
+        metrics=f"{RESULTS}/metrics.json",
         verdict=report(
             f"{RESULTS}/verdict.json",
             caption="../report/verdict.rst",
@@ -138,8 +97,9 @@ rule verdict:
         checks=verdict_settings,
     shell:
         "python -m replica verdict {wildcards.slug} --scale {params.scale} "
-        "--base-seed {params.base_seed} --metrics {input.metrics} --theory {input.theory} "
-        "--out {output.verdict} --provenance {output.provenance} > {log} 2>&1"
+        "--base-seed {params.base_seed} --data {input.data} --runs {input.runs} "
+        "--theory {input.theory} --metrics {output.metrics} --out {output.verdict} "
+        "--provenance {output.provenance} > {log} 2>&1"
 
 
 rule notebook:
