@@ -8,7 +8,10 @@ new slugs (manifest, module and notebook), until a count is reached, then times
 count and the best of the repeats. With --noop (needs a finished quick gallery in this
 checkout: results/quick and figures/), each copy also gets its original's results and pages,
 `snakemake --touch` settles the timestamps, and `snakemake --cores 2` with nothing to do is
-timed. Writes benchmarks/out/dag_scaling.json.
+timed. With --floor, the same two timings for a bare Snakemake workflow of the same shape (as
+many claims, the same jobs per claim, rules that only touch files, no input functions, params
+or project code): Snakemake's own cost for a DAG this size, which no change here can go below.
+Writes benchmarks/out/dag_scaling.json.
 """
 
 from __future__ import annotations
@@ -48,6 +51,46 @@ def synthetic_project(count: int) -> Path:
         copy += 1
     for extra in sorted(claims.glob("*.yaml"))[count:]:  # fewer than the real claims
         extra.unlink()
+    return tmp
+
+
+# The claim chain's shape with nothing but Snakemake in it: 3 grid points a claim (the mean at
+# quick is 3.0), generate -> train -> verdict -> notebook -> page -> gallery.
+BARE_SNAKEFILE = """
+configfile: "config.yaml"
+CLAIMS = [f"c{i}" for i in range(int(config["claims"]))]
+rule all:
+    input: "index.html"
+rule gallery:
+    input: expand("pages/{c}.html", c=CLAIMS)
+    output: "index.html"
+    shell: "touch {output}"
+rule page:
+    input: "r/{c}/notebook.ipynb"
+    output: "pages/{c}.html"
+    shell: "touch {output}"
+rule notebook:
+    input: "r/{c}/verdict.json", "r/{c}/theory.json"
+    output: "r/{c}/notebook.ipynb"
+    shell: "touch {output}"
+rule verdict:
+    input: "r/{c}/data.npz", "r/{c}/theory.json", expand("r/{{c}}/train/{p}.npz", p="abc")
+    output: "r/{c}/verdict.json", "r/{c}/metrics.json"
+    shell: "touch {output}"
+rule train:
+    input: "r/{c}/data.npz"
+    output: "r/{c}/train/{p}.npz"
+    shell: "touch {output}"
+rule generate:
+    output: "r/{c}/data.npz", "r/{c}/theory.json"
+    shell: "touch {output}"
+"""
+
+
+def bare_project(count: int) -> Path:
+    tmp = Path(tempfile.mkdtemp(prefix=f"replica-bare-{count}-"))
+    (tmp / "Snakefile").write_text(BARE_SNAKEFILE)
+    (tmp / "config.yaml").write_text(f"claims: {count}\n")
     return tmp
 
 
@@ -103,9 +146,25 @@ def main() -> None:
     parser.add_argument("--counts", type=int, nargs="+", default=[25, 60, 120])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--noop", action="store_true", help="also time a no-op run")
+    parser.add_argument("--floor", action="store_true", help="also time a bare workflow")
     args = parser.parse_args()
     rows = []
     for count in args.counts:
+        if args.floor:
+            bare = bare_project(count)
+            dry = [time_dry_run(bare) for _ in range(args.repeats)]
+            _snakemake(bare, "--cores", "2", "--quiet", "all")  # build it, for the no-op
+            noop = min(time_noop(bare) for _ in range(args.repeats))
+            print(
+                f"{count:4d} claims  {dry[0][1]:5d} jobs  bare Snakemake workflow: "
+                f"-n {min(t for t, _ in dry):6.2f} s  no-op {noop:6.2f} s",
+                flush=True,
+            )
+            rows.append(
+                {"claims": count, "bare": True, "jobs": dry[0][1], "noop_s": noop}
+                | {"dry_run_s": min(t for t, _ in dry)}
+            )
+            shutil.rmtree(bare)
         project = synthetic_project(count)
         dry = [time_dry_run(project) for _ in range(args.repeats)]
         row = {"claims": count, "jobs": dry[0][1], "dry_run_s": min(t for t, _ in dry)}
