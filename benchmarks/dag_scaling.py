@@ -74,7 +74,7 @@ rule notebook:
     output: "r/{c}/notebook.ipynb"
     shell: "touch {output}"
 rule verdict:
-    input: "r/{c}/data.npz", "r/{c}/theory.json", expand("r/{{c}}/train/{p}.npz", p="abc")
+    input: "r/{c}/data.npz", "r/{c}/theory.json", expand("r/{{c}}/train/{p}.npz", p=["a", "b", "c"])
     output: "r/{c}/verdict.json", "r/{c}/metrics.json"
     shell: "touch {output}"
 rule train:

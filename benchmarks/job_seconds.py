@@ -5,8 +5,10 @@
 Reads Snakemake's benchmark files (results/<scale>/<claim>/benchmarks/<step>.tsv: wall seconds
 of each job, start-up included) and, for training, the seconds each train step records in its
 output (a cached rule may not have a benchmark file; the in-process time excludes the ~2 s
-start-up of each train job). Prints one row per claim, the total and the mean per claim, and
-with --compare the same table of an earlier run beside it.
+start-up of each train job). With --snakemake-log (the log of the run that built the results,
+e.g. `make gallery > run.log`), each train job's wall time from that log is used instead:
+start-up included, to the second. Prints one row per claim, the total and the mean per claim,
+and with --compare the same table of an earlier run beside it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +48,35 @@ def job_seconds(results: Path) -> dict[str, dict[str, float]]:
     return table
 
 
+STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ [\d:]{8} \d{4})\]$")
+
+
+def train_job_walls(log: Path) -> dict[str, float]:
+    """Wall seconds of the train jobs in a Snakemake log, summed per claim: a job starts at
+    the time stamp above its `rule train:` block and ends at the one above `Finished jobid`."""
+    started, slug_of, walls = {}, {}, {}
+    stamp = block = job = None
+    for line in log.read_text().splitlines():
+        if match := STAMP.match(line.strip()):
+            stamp = datetime.strptime(match.group(1), "%a %b %d %H:%M:%S %Y")
+        elif line.strip().endswith("rule train:"):
+            block = stamp
+        elif block is not None and line.strip().startswith("jobid:"):
+            job = int(line.split(":")[1])
+            started[job] = block
+        elif block is not None and line.strip().startswith("wildcards:"):
+            slug_of[job] = re.search(r"slug=(\w+)", line).group(1)
+            block = None
+        elif match := re.match(r"Finished jobid: (\d+) \(Rule: train\)", line.strip()):
+            job = int(match.group(1))
+            seconds = (stamp - started[job]).total_seconds()
+            walls[slug_of[job]] = walls.get(slug_of[job], 0.0) + seconds
+    return walls
+
+
 def total(row: dict[str, float]) -> float:
-    return sum(row.get(step, 0.0) for step in STEPS)
+    """Every step's seconds (an older table may have other steps: theory, measure)."""
+    return sum(value for step, value in row.items() if step != "train_jobs")
 
 
 def main() -> None:
@@ -53,8 +84,12 @@ def main() -> None:
     parser.add_argument("--scale", default="quick")
     parser.add_argument("--save", type=Path)
     parser.add_argument("--compare", type=Path)
+    parser.add_argument("--snakemake-log", type=Path, help="train jobs' wall time from a log")
     args = parser.parse_args()
     table = job_seconds(ROOT / "results" / args.scale)
+    if args.snakemake_log:
+        for claim, seconds in train_job_walls(args.snakemake_log).items():
+            table[claim]["train"] = seconds
     before = json.loads(args.compare.read_text()) if args.compare else {}
     header = f"{'claim':<36}" + "".join(f"{s[:8]:>9}" for s in STEPS) + f"{'jobs':>5}{'total':>8}"
     print(header + (f"{'before':>8}{'ratio':>7}" if before else ""))
