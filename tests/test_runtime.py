@@ -79,3 +79,16 @@ def test_deferred_torch_loads_on_first_use_and_is_then_the_real_module():
         "print(torch.get_num_threads(), float(x.sum()))\n"
     )
     assert out.split() == ["1", "3.0"]
+
+
+def test_a_job_with_a_validated_manifest_skips_the_schema_validator():
+    """jsonschema is a fifth of a job's start-up; a manifest the DAG build validated (cached by
+    content) is not validated again in each job."""
+    _python("from replica import registry\nregistry.load_registry()\n")  # what the DAG build does
+    out = _python(
+        "import sys\n"
+        "from replica import steps\n"
+        "steps._context('ntk', 'quick', 0)\n"
+        "print('jsonschema' in sys.modules)\n"
+    )
+    assert out.strip() == "False"

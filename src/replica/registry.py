@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonschema import Draft202012Validator
 
 ROOT = Path(__file__).resolve().parents[2]
 CLAIMS_DIR = ROOT / "workflow" / "claims"
@@ -74,7 +73,11 @@ class Manifest:
 
 
 @cache
-def _schema(name: str) -> Draft202012Validator:
+def _schema(name: str):
+    # Imported on first validation: a job whose manifest is already validated (cached by
+    # content, below) never needs it, and it is a fifth of every job's start-up.
+    from jsonschema import Draft202012Validator
+
     schema = read_yaml(SCHEMA_DIR / f"{name}.schema.yaml")
     return Draft202012Validator(schema)
 
