@@ -8,7 +8,9 @@ the l-inf one. Both are computed from the data alone.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linprog, nnls
+
+# scipy.optimize is imported where it is used: half a second of start-up that the jobs of
+# these claims which never solve a margin (training) need not pay.
 
 
 def linf_max_margin(
@@ -20,6 +22,8 @@ def linf_max_margin(
     linear term to the objective (whether w moves tells a unique vertex from a face);
     `gamma_max` caps gamma where only its sign matters.
     """
+    from scipy.optimize import linprog
+
     n, d = z.shape
     cost = np.zeros(d + 1)
     cost[-1] = -1.0  # maximise gamma
@@ -39,6 +43,8 @@ def hard_margin_svm(z: np.ndarray) -> np.ndarray:
     Lawson & Hanson (1974, ch. 23): with E = [z^T; 1^T] and f = e_{d+1}, NNLS gives u >= 0
     with residual r = E u - f, and w = -r[:d] / r[d]. Its l2 margin is 1 / ||w||.
     """
+    from scipy.optimize import nnls
+
     n, d = z.shape
     e = np.vstack([z.T, np.ones((1, n))])
     f = np.zeros(d + 1)

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy import integrate, special
 
 from replica import runtime
 from replica.signal_noise import logistic_loss
@@ -125,6 +124,7 @@ def generate(params: dict, seeds: list[int]) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------- theory
 def bayes_xor_accuracy(r: float) -> float:
     """A(r) = E_Z[2 Phi(|r + Z|) - 1]: accuracy of sign(|<x,mu_1>| - |<x,mu_2>|), |mu| = r."""
+    from scipy import integrate, special  # theory only: 1 s of start-up the other jobs skip
 
     def integrand(z):
         return (2 * special.ndtr(abs(r + z)) - 1) * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
@@ -137,6 +137,8 @@ def bayes_xor_accuracy(r: float) -> float:
 
 def bayes_linear_accuracy(r: float) -> float:
     """Phi(r): accuracy of sign(<x, mu_1>) on the clusters +-mu_1."""
+    from scipy import special
+
     return float(special.ndtr(r))
 
 
