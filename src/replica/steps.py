@@ -8,13 +8,13 @@ no output, leaves its reason in ``<out>.error.json`` and fails its job; the work
 ``onerror`` handler then builds the gallery with an error card for that claim.
 
     python -m replica <step> <slug> --scale S [--point P] --out PATH [inputs...]
+    python -m replica run <slug> --scale smoke --results DIR     # whole chain, no Snakemake
 
 The workflow runs three kinds of compute job per claim, each one process: `generate` (the
 data, then the theory's prediction for it: both depend only on the data distribution),
 `train` (one job per grid point) and `verdict` (the metrics of the trained runs, then the
 verdict). Every process start-up costs a second or two (imports), so steps that are always
 re-run together share one.
-    python -m replica run <slug> --scale smoke --results DIR     # whole chain, no Snakemake
 """
 
 from __future__ import annotations
