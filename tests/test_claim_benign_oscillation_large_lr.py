@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from replica import signal_noise as sn
+from replica.blocks import signal_noise as sn
 from replica.claims import benign_oscillation_large_lr as bo
 from replica.steps import run_chain
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from replica import signal_noise as sn
 from replica import steps
+from replica.blocks import signal_noise as sn
 from replica.claims import benign_overfit_trainable_cnn as claim
 
 PARAMS = {

@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy.stats import entropy, mannwhitneyu
 
-from replica import signal_noise as sn
 from replica import steps
+from replica.blocks import signal_noise as sn
 from replica.claims import label_noise_feature_learning as lnf
 
 PARAMS = {

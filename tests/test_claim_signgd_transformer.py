@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from replica import signal_noise as sn
+from replica.blocks import signal_noise as sn
 from replica.claims import signgd_transformer as claim
 from replica.steps import run_chain
 

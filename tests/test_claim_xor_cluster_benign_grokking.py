@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from replica.blocks.signal_noise import logistic_loss
 from replica.claims import xor_cluster_benign_grokking as xg
-from replica.signal_noise import logistic_loss
 from replica.steps import run_chain
 
 

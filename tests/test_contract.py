@@ -155,3 +155,17 @@ def test_citation_cff_lists_every_claim_paper():
 
     committed = (registry.ROOT / "CITATION.cff").read_text()
     assert committed == citation.render(), "regenerate: python -m replica.citation > CITATION.cff"
+
+
+def test_shared_blocks_are_inputs_of_the_claims_that_use_them():
+    """A claim importing a block re-runs when the block is edited (module sources follow it)."""
+    blocks = registry.SRC_DIR / "replica" / "blocks"
+    assert blocks / "signal_noise.py" in registry.module_sources("benign_overfit_trainable_cnn")
+    assert blocks / "margins.py" in registry.module_sources("adam_linf_margin")
+
+
+def test_shared_blocks_know_nothing_of_the_workflow_engine():
+    engine = {"registry", "steps", "runtime", "gallery", "notebooks", "provenance", "report"}
+    for path in (registry.SRC_DIR / "replica" / "blocks").glob("*.py"):
+        imported = registry.imported_replica_modules(path.read_text())
+        assert not {name.split(".")[1] for name in imported if "." in name} & engine, path.name

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from replica import margins
+from replica.blocks import margins
 
 
 def test_linf_lp_single_point_is_l1_norm():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from replica import signal_noise as sn
+from replica.blocks import signal_noise as sn
 
 
 @pytest.mark.parametrize("kind", sn.SIGNAL_KINDS)

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from replica import margins, runtime
+from replica import runtime
+from replica.blocks import margins
 
 BETA1, BETA2 = 0.9, 0.99
 # Steps between resets of the log-scale reference; margins move by < ~5 per step here,

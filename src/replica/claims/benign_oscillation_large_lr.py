@@ -15,7 +15,7 @@ Data (one sample, three patches in R^d; y uniform on {+-1}):
 with v = v_norm e_1, u = u_norm e_2 and noise N(0, sigma^2 I) on the other d - 2 coordinates
 (`signal_noise.noise_patches`, "orthogonal" kind). Weak-only test data have rho = 0.
 
-Network and loss are the shared patch model (`replica.signal_noise`):
+Network and loss are the shared patch model (`replica.blocks.signal_noise`):
     f(x) = F_{+1}(x) - F_{-1}(x),  F_j(x) = (1/m) sum_r sum_p sigma(<w_{j,r}, x_p>),
 sigma = ReLU^2, logistic loss, minibatch SGD without replacement; all learning rates and all
 seeds are one batched model (leading axis lr x seed), each with its own step size.
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from replica import runtime
-from replica import signal_noise as sn
+from replica.blocks import signal_noise as sn
 
 WEAK, STRONG = 0, 1  # coordinates of v and u
 NO_CLASSIFIER_ACC = 0.5  # accuracy credited to a run that diverged (it has no classifier)

@@ -9,8 +9,9 @@ output weights first grow until they match the filters, and then both layers gro
 fixed ratio. In both regimes the network fits noisy labels, and whether the overfitting is
 benign (clean test error ~0) or harmful is decided by the signal strength against the noise.
 
-Data (the shared signal-noise model, `replica.signal_noise`): x = [y mu, xi], xi ~ N(0, sigma_p^2
-I) orthogonal to mu, training labels flipped with probability p, clean test labels.
+Data (the shared signal-noise model, `replica.blocks.signal_noise`): x = [y mu, xi],
+xi ~ N(0, sigma_p^2 I) orthogonal to mu, training labels flipped with probability p, clean test
+labels.
 Network (shared `class_outputs` with trainable output weights v):
     f(x) = F_{+1}(x) - F_{-1}(x),   F_j(x) = sum_r v_{j,r} sum_p relu(<w_{j,r}, x_p>),
 w_{j,r}(0) ~ N(0, sigma0^2 I), v_{j,r}(0) = v0; full-batch GD on the mean logistic loss.
@@ -47,7 +48,7 @@ import numpy as np
 import torch
 
 from replica import runtime
-from replica import signal_noise as sn
+from replica.blocks import signal_noise as sn
 
 ARMS = {  # name: (activation, which output-init scale)
     "relu_large": ("relu", "v0_large"),

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from replica import runtime
-from replica import signal_noise as sn
+from replica.blocks import signal_noise as sn
 
 SIGNAL_KIND = "orthogonal"
 # Ablation arm: classification at the DSM arm's initial filter norm and step budget, so that it

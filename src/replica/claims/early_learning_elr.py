@@ -48,7 +48,8 @@ import numpy as np
 import torch
 from scipy.special import ndtr
 
-from replica import margins, runtime
+from replica import runtime
+from replica.blocks import margins
 
 CLAMP = 1e-4  # the authors' clamp of the predicted probabilities inside ELR
 

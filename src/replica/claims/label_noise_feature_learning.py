@@ -10,7 +10,7 @@ network memorises their noise patches until it fits the flipped labels; generali
 Hence early stopping (stop at the end of Stage I) and small-loss sample selection (clean samples
 have the smaller training loss during Stage I) work.
 
-Setting (the paper's, through the shared `replica.signal_noise` model): x = [y mu, xi] with
+Setting (the paper's, through the shared `replica.blocks.signal_noise` model): x = [y mu, xi] with
 xi ~ N(0, sigma^2 I) orthogonal to mu, observed label y~ = -y with probability tau,
 f = F_{+1} - F_{-1}, F_j(x) = (1/m) sum_r [relu(<w_{j,r}, y mu>) + relu(<w_{j,r}, xi>)], fixed
 second layer 1/m, w ~ N(0, sigma0^2 I), full-batch GD on the mean logistic loss. The regime is set
@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from replica import runtime
-from replica import signal_noise as sn
+from replica.blocks import signal_noise as sn
 
 ARMS = ("noisy", "clean", "benign")
 

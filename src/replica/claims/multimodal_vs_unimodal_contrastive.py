@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from replica import runtime
-from replica import signal_noise as sn
+from replica.blocks import signal_noise as sn
 
 ARMS = ("single", "multi", "multi_weak")  # multi_weak: partner with SNR~ = SNR (control)
 BALANCE = 4.0  # rate ratio 1 at n SNR1 SNR2 = 4 (see module docstring)

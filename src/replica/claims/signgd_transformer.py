@@ -9,7 +9,7 @@ the noise is memorised, partly through the attention, which learns to look at th
 Adam (small eps) behaves the same way; gradient descent on the same data generalises, so the
 failure is the optimizer's, not the data's alone.
 
-Data (the shared signal-noise model, `replica.signal_noise.patch_dataset(noise="sparse")`):
+Data (the shared signal-noise model, `replica.blocks.signal_noise.patch_dataset(noise="sparse")`):
 x = [x1, x2] in R^{2 x d}, x1 = y mu with mu = |mu| e_1, x2 = xi with s random coordinates
 (outside e_1) equal to +-sigma.
 
@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from replica import runtime
-from replica import signal_noise as sn
+from replica.blocks import signal_noise as sn
 
 OPTIMIZERS = ("signgd", "adam", "gd")
 LOG2 = float(np.log(2.0))

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from replica import runtime
-from replica.signal_noise import logistic_loss
+from replica.blocks.signal_noise import logistic_loss
 
 ARMS = ("xor", "linear", "lowdim")
 CHUNK = 256  # test points drawn per block (bounds memory at large d)
