@@ -51,18 +51,16 @@ def test_bayes_risk_two_formulas_and_monte_carlo():
 
 
 def test_ols_excess_matches_monte_carlo():
-    """E[excess] = s2 p / (n - p - 1) for Gaussian design, by brute force with lstsq."""
+    """E[excess] = s2 p / (n - p - 1) for Gaussian design, by brute force with pinv."""
     rng = np.random.default_rng(1)
     p, n, reps, s2 = 6, 20, 20_000, 0.7
     cov_root = rng.standard_normal((p, p)) / np.sqrt(p) + np.eye(p)
     cov = cov_root @ cov_root.T
     beta = rng.standard_normal(p)
-    excess = np.empty(reps)
-    for k in range(reps):
-        x = rng.standard_normal((n, p)) @ cov_root.T
-        y = x @ beta + np.sqrt(s2) * rng.standard_normal(n)
-        gap = np.linalg.lstsq(x, y, rcond=None)[0] - beta
-        excess[k] = gap @ cov @ gap
+    x = rng.standard_normal((reps, n, p)) @ cov_root.T
+    y = x @ beta + np.sqrt(s2) * rng.standard_normal((reps, n))
+    gap = (np.linalg.pinv(x) @ y[..., None])[..., 0] - beta
+    excess = np.einsum("kp,pq,kq->k", gap, cov, gap)
     se = excess.std() / np.sqrt(reps)
     assert abs(excess.mean() - claim.ols_excess(s2, p, n)) < 4 * se
     assert claim.ols_excess(1.0, 5, np.array([16.0]))[0] == pytest.approx(0.5)
@@ -90,40 +88,36 @@ def test_representation_error_matches_monte_carlo_with_explicit_samples():
     a, theta = pop["loadings"], pop["theta"]
     moments = claim.label_moments(pop, SMALL, "informative")
     rng = np.random.default_rng(2)
-    m, reps = 4000, 400
-    excess = np.empty(reps)
-    for k in range(reps):
-        x = rng.standard_normal((m, 2)) @ a.T + rng.standard_normal((m, 12))
-        basis = np.linalg.svd(x, full_matrices=False)[2][:2].T  # top-2 right singular vectors
-        cov_f = basis.T @ moments["cov"] @ basis
-        explained = moments["cross"] @ basis @ np.linalg.solve(cov_f, basis.T @ moments["cross"])
-        excess[k] = (moments["var_y"] - explained) - moments["bayes"]
+    m, reps = 2000, 300
+    x = rng.standard_normal((reps, m, 2)) @ a.T + rng.standard_normal((reps, m, 12))
+    basis = np.linalg.svd(x, full_matrices=False)[2][:, :2].transpose(0, 2, 1)  # top-2 PCs
+    cov_f = basis.transpose(0, 2, 1) @ moments["cov"] @ basis
+    proj = moments["cross"] @ basis  # (reps, 2)
+    explained = np.einsum("kr,kr->k", proj, np.linalg.solve(cov_f, proj[..., None])[..., 0])
+    excess = (moments["var_y"] - explained) - moments["bayes"]
     c = claim.representation_constant(a, theta, 1.0)
     assert excess.mean() * m / c == pytest.approx(1.0, abs=0.1)
 
 
 def test_bartlett_wishart_matches_explicit_sample_covariances():
     rng = np.random.default_rng(3)
-    d, m, draws = 4, 30, 20_000
+    d, m, draws = 4, 30, 8000
     root = rng.standard_normal((d, d))
     cov = root @ root.T / d + np.eye(d)
     rngs = [np.random.default_rng([5, k]) for k in range(draws)]
     bartlett = claim.wishart_sample_covariance(cov, m, rngs)
-    explicit = np.empty_like(bartlett)
-    chol = np.linalg.cholesky(cov)
-    for k in range(draws):
-        x = rng.standard_normal((m, d)) @ chol.T
-        explicit[k] = x.T @ x / m
+    x = rng.standard_normal((draws, m, d)) @ np.linalg.cholesky(cov).T
+    explicit = x.transpose(0, 2, 1) @ x / m
     # mean cov and Var(S_ij) = (cov_ij^2 + cov_ii cov_jj) / m, both ways
     expected_var = (cov**2 + np.outer(np.diag(cov), np.diag(cov))) / m
     for sample in (bartlett, explicit):
         assert np.allclose(sample.mean(0), cov, atol=5 * np.sqrt(expected_var.max() / draws))
-        assert np.allclose(sample.var(0), expected_var, rtol=0.06)
+        assert np.allclose(sample.var(0), expected_var, rtol=0.1)
     # the top eigenvalue's law agrees too
     top_b = np.linalg.eigvalsh(bartlett)[:, -1]
     top_e = np.linalg.eigvalsh(explicit)[:, -1]
-    assert top_b.mean() == pytest.approx(top_e.mean(), rel=0.01)
-    assert top_b.std() == pytest.approx(top_e.std(), rel=0.05)
+    assert top_b.mean() == pytest.approx(top_e.mean(), rel=0.015)
+    assert top_b.std() == pytest.approx(top_e.std(), rel=0.08)
 
 
 def test_batched_fits_match_a_per_seed_reference():
