@@ -139,7 +139,7 @@ def test_contractive_loss_is_score_matching_plus_the_penalty():
     g, slope = claim.mlp_with_slope(net, x)
     direct = ((lam * g) ** 2 + lam * (1 + lam * slope) ** 2).mean()
     expected = lam**2 * claim.cae_loss(net, x, lam).detach() + lam
-    assert float(direct) == pytest.approx(float(expected))
+    assert float(direct.detach()) == pytest.approx(float(expected))
     a = np.linspace(-2, 0, 20001)
     assert a[np.argmin(a * a + 2 * a + lam * a * a)] == pytest.approx(-1 / (1 + lam), abs=1e-4)
 
@@ -151,7 +151,7 @@ def test_dae_loss_is_the_reconstruction_error_over_scale_squared():
     loss = claim.dae_loss(net, x, eps, sigma, sigma**2)
     recon = [x + s * sigma * eps + sigma**2 * claim.mlp(net, x + s * sigma * eps) for s in (1, -1)]
     direct = sum(((r - x) ** 2).mean() for r in recon) / 2 / sigma.item() ** 4
-    assert float(loss[0]) == pytest.approx(float(direct), rel=1e-5)
+    assert float(loss[0].detach()) == pytest.approx(float(direct.detach()), rel=1e-5)
 
 
 def test_measure_and_verdict_on_hand_made_runs():
@@ -174,9 +174,9 @@ def test_measure_and_verdict_on_hand_made_runs():
     pts = np.concatenate([x, crit])
     exact = [claim.tweedie_score(LAW, pts, s) for s in params["sigmas"]]
     dae = np.stack([np.stack([*exact, 0 * pts])] * 2)  # (S = 2, copies, points)
-    cae = np.stack([claim.score_1d(LAW, pts)[None]] * 2)
-    runs = {"arm-dae": {"g": dae, "loss": np.zeros((60, 2, 5))}, "arm-cae": {"g": cae}}
-    points = {"arm-dae": {"arm": "dae"}, "arm-cae": {"arm": "cae"}}
+    cae = np.stack([claim.score_1d(LAW, pts)] * 2)
+    runs = {"arms-dae_clean_cae": {"g_dae": dae, "g_cae": cae, "loss_dae": np.zeros((60, 2, 5))}}
+    points = {"arms-dae_clean_cae": {"arms": "dae_clean_cae"}}
     metrics = claim.measure(data, runs, points, params)
     th = claim.theory(data, params)
     st = claim.verdict(metrics, th, params)

@@ -216,55 +216,53 @@ def cae_loss(net, x, lam: float):
     return (g * g + 2 * slope + lam * slope * slope).mean((1, 2))
 
 
-def train_dae(data, params: dict, seeds: list[int]) -> dict[str, np.ndarray]:
-    """Every (seed, sigma) and each seed's clean auto-encoder as one batched model."""
-    sigmas = list(params["sigmas"])
-    copies = len(sigmas) + 1  # the last copy of every seed is the clean auto-encoder
-    corruption = torch.tensor((sigmas + [0.0]) * len(seeds)).view(-1, 1, 1)
-    out_scale = torch.tensor(
-        ([s * s for s in sigmas] + [params["clean_output_scale"]]) * len(seeds)
-    )
-    out_scale = out_scale.view(-1, 1, 1)
-    net = init_mlp(params["width"], seeds, copies)
-    opt = torch.optim.Adam(net, lr=params["lr"])
+def dae_settings(params: dict, n_seeds: int):
+    """Per-model corruption sigma and output scale, (M, 1, 1) each: per seed every sigma of the
+    grid with scale sigma^2, then the clean auto-encoder (no corruption, clean_output_scale)."""
+    sigmas = [float(s) for s in params["sigmas"]]
+    corruption = torch.tensor((sigmas + [0.0]) * n_seeds).view(-1, 1, 1)
+    scales = [s * s for s in sigmas] + [params["clean_output_scale"]]
+    return corruption, torch.tensor(scales * n_seeds).view(-1, 1, 1)
+
+
+def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str, np.ndarray]:
+    """Both arms in one loop (one job, one torch start-up), seeds batched; CPU, float32.
+
+    DAE arm: every (seed, sigma) and each seed's clean auto-encoder are models of one batched
+    network (`copies` per seed, sharing the seed's init and sample stream). Contractive arm: one
+    model per seed on clean samples, as many inputs per step as a DAE model. One Adam over both
+    (their parameters are disjoint, so this is two independent Adams), cosine-decayed step size.
+    """
+    copies = len(params["sigmas"]) + 1
+    corruption, out_scale = dae_settings(params, len(seeds))
+    dae_net = init_mlp(params["width"], seeds, copies)
+    cae_net = init_mlp(params["width"], seeds, 1)
+    opt = torch.optim.Adam(dae_net + cae_net, lr=params["lr"])
     xs, eps = sample_streams(params, seeds, params["batch_pairs"])
     xs = torch.as_tensor(xs, dtype=torch.float32).repeat_interleave(copies, 1)[..., None]
     eps = torch.as_tensor(eps, dtype=torch.float32).repeat_interleave(copies, 1)[..., None]
-    tick = runtime.Progress(params["steps"], "train dae")
-    losses = []
+    clean, _ = sample_streams(params, seeds, 2 * params["batch_pairs"])
+    clean = torch.as_tensor(clean, dtype=torch.float32)[..., None]
+    tick = runtime.Progress(params["steps"], "train dae + cae")
+    dae_losses, cae_losses = [], []
     for step in range(params["steps"]):
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, params)
-        loss = dae_loss(net, xs[step], eps[step], corruption, out_scale)
+        dae = dae_loss(dae_net, xs[step], eps[step], corruption, out_scale)
+        cae = cae_loss(cae_net, clean[step], params["cae_lambda"])
         opt.zero_grad()
-        loss.sum().backward()
+        (dae.sum() + cae.sum()).backward()
         opt.step()
-        losses.append(loss.detach())
-        tick(step, loss=float(losses[-1].mean()))
+        dae_losses.append(dae.detach())
+        cae_losses.append(cae.detach())
+        tick(step, dae=float(dae_losses[-1].mean()), cae=float(cae_losses[-1].mean()))
+    steps_seeds = (params["steps"], len(seeds))
     return {
-        "g": _evaluate(net, data).reshape(len(seeds), copies, -1),
-        "loss": torch.stack(losses).reshape(params["steps"], len(seeds), copies).numpy(),
+        "g_dae": _evaluate(dae_net, data).reshape(len(seeds), copies, -1),
+        "g_cae": _evaluate(cae_net, data),
+        "loss_dae": torch.stack(dae_losses).reshape(*steps_seeds, copies).numpy(),
+        "loss_cae": torch.stack(cae_losses).numpy(),
     }
-
-
-def train_cae(data, params: dict, seeds: list[int]) -> dict[str, np.ndarray]:
-    """The contractive arm: one model per seed on clean samples, same network and budget."""
-    net = init_mlp(params["width"], seeds, 1)
-    opt = torch.optim.Adam(net, lr=params["lr"])
-    xs, _ = sample_streams(params, seeds, 2 * params["batch_pairs"])  # as many inputs as a DAE
-    xs = torch.as_tensor(xs, dtype=torch.float32)[..., None]
-    tick = runtime.Progress(params["steps"], "train cae")
-    losses = []
-    for step in range(params["steps"]):
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, params)
-        loss = cae_loss(net, xs[step], params["cae_lambda"])
-        opt.zero_grad()
-        loss.sum().backward()
-        opt.step()
-        losses.append(loss.detach())
-        tick(step, loss=float(losses[-1].mean()))
-    return {"g": _evaluate(net, data)[:, None], "loss": torch.stack(losses).numpy()[..., None]}
 
 
 @runtime.no_grad
@@ -273,13 +271,6 @@ def _evaluate(net, data) -> np.ndarray:
     points = np.concatenate([data["x_grid"], data["critical_points"]])
     x = torch.as_tensor(points, dtype=torch.float32).expand(net[0].shape[0], -1)[..., None]
     return mlp(net, x)[..., 0].double().numpy()
-
-
-def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str, np.ndarray]:
-    """One arm (point['arm']: 'dae' with its clean control, or 'cae'), seeds batched; CPU."""
-    if point["arm"] == "dae":
-        return train_dae(data, params, seeds)
-    return train_cae(data, params, seeds)
 
 
 # ----------------------------------------------------------------------------- measure
@@ -298,8 +289,8 @@ def measure(data, runs: dict, points: dict, params: dict) -> dict:
     s, p = score_1d(law, x), density_1d(law, x)
     sigmas = [float(v) for v in params["sigmas"]]
     inside = np.abs(x) <= params["support"]
-    arm_run = {pt["arm"]: runs[name] for name, pt in points.items()}
-    dae, cae = arm_run["dae"]["g"], arm_run["cae"]["g"]  # (S, copies, n + n_crit)
+    (run,) = runs.values()  # one job trains both arms
+    dae, cae = run["g_dae"], run["g_cae"]  # (S, copies, n + n_crit), (S, n + n_crit)
     out = {key: [] for key in ("error_to_score", "error_to_tweedie", "gain_to_score")}
     out.update(critical_ratio=[], score_estimate_mean=[])
     for k, sigma in enumerate(sigmas):
@@ -314,7 +305,7 @@ def measure(data, runs: dict, points: dict, params: dict) -> dict:
         out["critical_ratio"].append((at_crit**2).max(-1) / (on_grid[:, inside] ** 2).max(-1))
         out["score_estimate_mean"].append(on_grid.mean(0))
     clean = score_estimate(x, dae[:, -1, :n], params["clean_output_scale"])
-    contractive = score_estimate(x, cae[:, 0, :n], params["cae_lambda"])
+    contractive = score_estimate(x, cae[:, :n], params["cae_lambda"])
     small = sigmas.index(params["small_sigma"])
     out.update(
         sigmas=sigmas,
@@ -324,7 +315,7 @@ def measure(data, runs: dict, points: dict, params: dict) -> dict:
         clean_estimate_mean=clean.mean(0),
         cae_estimate_mean=contractive.mean(0),
         score_estimate_small_sigma=score_estimate(x, dae[:, small, :n], sigmas[small] ** 2),
-        final_dae_loss=arm_run["dae"]["loss"][-50:].mean(0),  # (S, copies), last 50 steps
+        final_dae_loss=run["loss_dae"][-50:].mean(0),  # (S, copies), last 50 steps
     )
     return out
 
