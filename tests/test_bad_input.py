@@ -180,3 +180,23 @@ def test_a_cached_manifest_is_checked_again_once_edited(tmp_path, monkeypatch):
     with pytest.raises(registry.InvalidInput, match="seeds"):
         registry.load_manifest(path)
     assert reloaded.get(path) is None and cache.get(path) is None
+
+
+def test_a_manifest_alone_is_checked_before_its_module_and_notebook_exist(tmp_path, capsys):
+    """Pre-registration commits the manifest first: `python -m replica check` validates it on
+    its own, and reports a bad one with its file and field."""
+    from replica import steps
+
+    good = tmp_path / "toy_mean.yaml"
+    good.write_text(yaml.safe_dump(_manifest()))
+    bad_manifest = _manifest()
+    bad_manifest["checks"][0]["op"] = "=>"
+    bad = tmp_path / "bad" / "toy_mean.yaml"
+    bad.parent.mkdir()
+    bad.write_text(yaml.safe_dump(bad_manifest))
+    assert steps.main(["check", str(good)]) == 0  # no module, no notebook beside it
+    assert steps.main(["check", str(good), str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert str(bad) in err and "checks.0.op" in err
+    with pytest.raises(registry.InvalidInput, match="no notebook"):
+        registry._validated(good)  # the full check still asks for the notebook

@@ -139,6 +139,18 @@ def load_manifest(path: Path) -> Manifest:
 
 def _validated(path: Path) -> dict[str, Any]:
     """Parse one manifest and check everything about it; raises InvalidInput."""
+    data = check_manifest_alone(path)
+    notebook = Manifest(slug=data["slug"], path=path, data=data).notebook_path
+    if not notebook.exists():
+        raise InvalidInput(path, "slug", f"no notebook at {notebook}")
+    check_notebook(notebook)
+    return data
+
+
+def check_manifest_alone(path: Path) -> dict[str, Any]:
+    """Every check of a manifest that needs no other file (schema, numbers, slug, grid, gates):
+    what a pre-registration commit, made before the module and notebook exist, can pass."""
+    path = Path(path)
     try:
         data = read_yaml(path)
     except yaml.YAMLError as err:
@@ -156,9 +168,6 @@ def _validated(path: Path) -> dict[str, Any]:
         if len(ids) != math.prod(len(v) for v in manifest.scale(scale)["grid"].values()):
             raise InvalidInput(path, f"scales.{scale}.grid", "grid values repeat")
     check_gates(data, path)
-    if not manifest.notebook_path.exists():
-        raise InvalidInput(path, "slug", f"no notebook at {manifest.notebook_path}")
-    check_notebook(manifest.notebook_path)
     return data
 
 

@@ -9,6 +9,7 @@ no output, leaves its reason in ``<out>.error.json`` and fails its job; the work
 
     python -m replica <step> <slug> --scale S [--point P] --out PATH [inputs...]
     python -m replica run <slug> --scale smoke --results DIR     # whole chain, no Snakemake
+    python -m replica check workflow/claims/<slug>.yaml          # a manifest on its own
 
 The workflow runs three kinds of compute job per claim, each one process: `generate` (the
 data, then the theory's prediction for it: both depend only on the data distribution),
@@ -241,7 +242,24 @@ def run_chain(slug: str, scale: str, results: Path, base_seed: int = 0, device="
     return runtime.read_json(root / "verdict.json")
 
 
+def check_manifests(paths: list[str]) -> int:
+    """`python -m replica check MANIFEST...`: validate manifests on their own (a pre-registration
+    commit holds the manifest before its module and notebook exist); 1 if any is invalid."""
+    failed = 0
+    for path in paths:
+        try:
+            registry.check_manifest_alone(Path(path))
+            print(f"ok: {path}")
+        except registry.InvalidInput as err:
+            print(err, file=sys.stderr)
+            failed = 1
+    return failed
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["check"]:
+        return check_manifests(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m replica")
     parser.add_argument("step", choices=["generate", "train", "verdict", "notebook", "run"])
     parser.add_argument("slug")
