@@ -104,7 +104,7 @@ def test_gp_posterior_interpolates_and_the_loss_law_matches_sampling():
     assert offset + np.sum(w * (1 + nc)) == pytest.approx(
         claim.target_error(mean, cov, task["y_test"], 1.0), rel=1e-9
     )
-    losses = claim.sample_gp_losses(task, PARAMS, 200_000, rng)
+    losses = claim.sample_gp_losses(mean, cov, task["y_test"], PARAMS, 200_000, rng)
     assert losses.mean() == pytest.approx(np.sum(w * (1 + nc)) + offset, rel=5e-3)
     x = np.quantile(losses, 0.05)
     assert np.exp(claim.gchi2_logcdf(x, w, nc, offset)) == pytest.approx(0.05, abs=2e-3)
@@ -142,6 +142,9 @@ def test_estimator_read_off_and_baselines_on_hand_made_inputs():
     rng = np.random.default_rng(5)
     sample = 2.0 * rng.chisquare(20, 20000)
     bits, (df, nc, scale) = claim.estimated_bits(sample, 4.0)
+    assert bits * np.log(2) == pytest.approx(
+        -stats.ncx2.logcdf(4.0, df, nc, scale=scale), rel=1e-10
+    )
     exact = -stats.chi2.logcdf(2.0, 20) / np.log(2)
     assert bits == pytest.approx(exact, rel=0.1)
     assert claim.gaussian_bits(np.array([1.0, 3.0]), 0.0) == pytest.approx(
