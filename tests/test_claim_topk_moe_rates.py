@@ -1,0 +1,177 @@
+"""Tests of the topk_moe_rates claim: the Hellinger quadrature against the closed-form Gaussian
+case, against Monte Carlo and against scipy's adaptive quadrature; the top-K gate; the sampler;
+the exact top-1 fitter against brute force; the measurements and the verdict on hand-made
+inputs; and the smoke chain."""
+
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from replica import steps
+from replica.claims import topk_moe_rates as claim
+
+PARAMS = {
+    "true_gate_slope": [3.0, -3.0],
+    "true_gate_bias": [0.0, 0.0],
+    "true_a": [1.0, -1.0],
+    "true_b": [0.5, -0.5],
+    "true_variance": 0.1,
+    "true_top_k": 1,
+    "quad_x": 400,
+    "quad_y": 800,
+    "y_range": [-6.0, 7.0],
+    "variance_floor": 0.005,
+    "min_segment": 3,
+    "coordinate_sweeps": 4,
+}
+
+
+def single_expert(mean, var):
+    """A one-expert 'MoE' with constant conditional density N(mean, var)."""
+    return {
+        "beta1": np.zeros(1),
+        "beta0": np.zeros(1),
+        "a": np.zeros(1),
+        "b": np.array([mean]),
+        "nu": np.array([var]),
+        "top_k": 1,
+    }
+
+
+@pytest.mark.parametrize(("m1", "v1", "m2", "v2"), [(0.0, 0.1, 0.3, 0.1), (0.2, 0.05, -0.4, 0.3)])
+def test_hellinger_matches_the_gaussian_closed_form(m1, v1, m2, v2):
+    h = claim.hellinger(single_expert(m1, v1), single_expert(m2, v2), PARAMS)
+    # independent closed form via the Bhattacharyya coefficient of two normals
+    s1, s2 = np.sqrt(v1), np.sqrt(v2)
+    bc = np.sqrt(2 * s1 * s2 / (v1 + v2)) * np.exp(-((m1 - m2) ** 2) / (4 * (v1 + v2)))
+    assert h == pytest.approx(np.sqrt(1 - bc), rel=1e-6)
+    assert claim.gaussian_hellinger(m1, v1, m2, v2) == pytest.approx(np.sqrt(1 - bc), rel=1e-12)
+
+
+def pointwise_density(moe, x, y):
+    """p(y_i | x_i) for paired samples (not on a grid): independent of conditional_density."""
+    w = claim.top_k_weights(np.outer(x, moe["beta1"]) + moe["beta0"], int(moe["top_k"]))
+    mean = np.outer(x, moe["a"]) + moe["b"]
+    return (w * stats.norm.pdf(y[:, None], mean, np.sqrt(moe["nu"]))).sum(1)
+
+
+def test_hellinger_matches_monte_carlo_for_a_top2_model():
+    truth = claim.true_moe(PARAMS)
+    fit = {
+        "beta1": np.array([-1.0, 0.0, 1.0]),
+        "beta0": np.array([-0.1, 0.0, -0.2]),
+        "a": np.array([-0.9, 0.3, 1.1]),
+        "b": np.array([-0.4, 0.1, 0.45]),
+        "nu": np.array([0.12, 0.2, 0.09]),
+        "top_k": 2,
+    }
+    h = claim.hellinger(fit, truth, PARAMS)
+    # Monte Carlo over the true joint law: h^2 = E_{p*}[1 - sqrt(p_fit / p*)]
+    x, y = claim.sample(truth, 400_000, np.random.default_rng(3))
+    mc = 1 - np.sqrt(pointwise_density(fit, x, y) / pointwise_density(truth, x, y))
+    assert h**2 == pytest.approx(mc.mean(), abs=4 * mc.std() / np.sqrt(len(mc)))
+
+
+@pytest.mark.parametrize("shift", [0.01, 1e-4])
+def test_hellinger_of_a_moved_gate_boundary_matches_scipy(shift):
+    """Truth with its top-1 boundary moved to x = shift: only x in (0, shift) differs, where the
+    wrong expert is picked; h^2 = 1/2 int_0^shift (1 - BC(N(x+.5, .1), N(-x-.5, .1))) dx."""
+    truth = claim.true_moe(PARAMS)
+    moved = {**truth, "beta0": np.array([-3.0 * shift, 3.0 * shift])}
+    h = claim.hellinger(moved, truth, PARAMS)
+    bc = lambda x: np.exp(-((2 * x + 1) ** 2) / (8 * 0.1))  # noqa: E731 - equal variances
+    h2 = 0.5 * integrate.quad(lambda x: 1 - bc(x), 0, shift)[0]
+    assert h == pytest.approx(np.sqrt(h2), rel=1e-6)
+
+
+def test_top_k_weights_and_sampler():
+    logits = np.array([[1.0, 3.0, 2.0], [0.0, -1.0, 5.0]])
+    w = claim.top_k_weights(logits, 2)
+    assert w[0, 0] == 0 and w[1, 1] == 0
+    assert w[0, 1] == pytest.approx(1 / (1 + np.exp(-1)))
+    assert np.allclose(w.sum(1), 1)
+    assert np.allclose(claim.top_k_weights(logits, 1), [[0, 1, 0], [0, 0, 1]])
+    truth = claim.true_moe(PARAMS)
+    x, y = claim.sample(truth, 100_000, np.random.default_rng(0))
+    right = x > 0
+    resid = np.where(right, y - (x + 0.5), y - (-x - 0.5))
+    assert stats.kstest(resid / np.sqrt(0.1), "norm").pvalue > 1e-3
+    assert stats.kstest((x + 1) / 2, "uniform").pvalue > 1e-3
+
+
+def brute_force_top1(x, y, experts, m_min, floor):
+    """Every contiguous partition into `experts` segments, one np.polyfit line each."""
+    order = np.argsort(x)
+    xs, ys = x[order], y[order]
+    n = len(xs)
+
+    def nll(lo, hi):
+        a, b = np.polyfit(xs[lo:hi], ys[lo:hi], 1)
+        sse = ((ys[lo:hi] - a * xs[lo:hi] - b) ** 2).sum()
+        nu = max(sse / (hi - lo), floor)
+        return 0.5 * (hi - lo) * np.log(2 * np.pi * nu) + sse / (2 * nu)
+
+    best = np.inf
+    if experts == 2:
+        for i in range(m_min, n - m_min + 1):
+            best = min(best, nll(0, i) + nll(i, n))
+    else:
+        for i in range(m_min, n - 2 * m_min + 1):
+            for j in range(i + m_min, n - m_min + 1):
+                best = min(best, nll(0, i) + nll(i, j) + nll(j, n))
+    return best
+
+
+def fitted_nll(fit, x, y):
+    return -np.log(np.diag(claim.conditional_density(fit, x, y))).sum()
+
+
+@pytest.mark.parametrize("experts", [2, 3])
+def test_top1_scan_reaches_the_brute_force_mle(experts):
+    truth = claim.true_moe(PARAMS)
+    x, y = claim.sample(truth, 60, np.random.default_rng(5))
+    fit = claim.fit_top1(x, y, experts, PARAMS)
+    brute = brute_force_top1(x, y, experts, 3, 0.005)
+    assert fitted_nll(fit, x, y) == pytest.approx(brute, rel=1e-6, abs=1e-6)
+
+
+def test_parameter_error_and_slopes_on_hand_made_inputs():
+    truth = claim.true_moe(PARAMS)
+    fit = {
+        "beta1": np.array([-1.0, 1.0]),
+        "beta0": np.array([0.0, 0.0]),
+        "a": np.array([-1.1, 1.0]),
+        "b": np.array([-0.5, 0.55]),
+        "nu": np.array([0.1, 0.13]),
+        "top_k": 1,
+    }  # expert 0 holds x < 0 (true expert 2), expert 1 holds x > 0 (true expert 1)
+    assert claim.parameter_error(fit, truth, by_region=True) == pytest.approx(0.1)
+    assert claim.parameter_error(fit, truth, by_region=False) == pytest.approx(0.1)
+    ns = [100, 400, 1600]
+    errs = np.array([[1.0, 2.0], [0.5, 2.0 / 4], [0.25, 2.0 / 16]])  # slopes -1/2 and -1
+    assert claim.per_seed_slopes(ns, errs) == pytest.approx([-0.5, -1.0])
+    slope = claim.log_corrected_slope([500, 8000])
+    expected = 0.5 * np.log(np.log(8000) / 8000 / (np.log(500) / 500)) / np.log(16)
+    assert slope == pytest.approx(expected)
+
+
+def test_verdict_on_hand_made_metrics():
+    ns = [100, 400]
+    metrics = {
+        "sample_sizes": ns,
+        "exact": {"hellinger": [[0.2, 0.4], [0.1, 0.2]], "parameter_error": [[1, 1], [0.5, 0.5]]},
+        "over_valid": {"hellinger": [[0.2, 0.2], [0.1, 0.05]], "parameter_error": [[1, 1], [1, 1]]},
+        "over_small": {"hellinger": [[0.3, 0.3], [0.3, 0.3]], "parameter_error": [[1, 1], [1, 1]]},
+    }
+    st = claim.verdict(metrics, claim.theory({}, {"sample_sizes": ns}), {})
+    assert st["hellinger_exponent_exact"] == pytest.approx([-0.5, -0.5])
+    assert st["hellinger_exponent_over_valid"] == pytest.approx([-0.5, -1.0])
+    assert st["parameter_exponent_over_valid"] == pytest.approx([0.0, 0.0])
+    assert st["hellinger_exponent_over_small"] == pytest.approx([0.0, 0.0])
+    assert st["hellinger_ratio_small_over_valid"] == pytest.approx([3.0, 6.0])
+    assert st["density_exponent_theory"] == -0.5
+
+
+def test_smoke_chain_runs(tmp_path):
+    result = steps.run_chain("topk_moe_rates", "smoke", tmp_path)
+    assert result["status"] != "error", result["reason"]
