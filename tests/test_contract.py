@@ -169,3 +169,12 @@ def test_shared_blocks_know_nothing_of_the_workflow_engine():
     for path in (registry.SRC_DIR / "replica" / "blocks").glob("*.py"):
         imported = registry.imported_replica_modules(path.read_text())
         assert not {name.split(".")[1] for name in imported if "." in name} & engine, path.name
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_claim_module_leaves_torchs_process_defaults_alone(slug):
+    """A claim that sets torch's default dtype or device changes every later claim run in the
+    same process (the in-process chain, the tests): pass dtype and device explicitly."""
+    text = REGISTRY[slug].module_path.read_text()
+    for forbidden in ("set_default_dtype", "set_default_tensor_type", "set_default_device"):
+        assert forbidden not in text, forbidden

@@ -317,7 +317,6 @@ def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str
         if top_k == 1:
             fits = [fit_top1(x[s], y[s], experts, params) for s in range(len(seeds))]
         else:
-            torch.set_default_dtype(torch.float64)
             fits = fit_top_k_lbfgs(x, y, top_k, experts, params, seeds, n)
         for field in ("beta1", "beta0", "a", "b", "nu"):
             out[f"{field}__n{n}"] = np.stack([f[field] for f in fits])
