@@ -47,6 +47,7 @@ from numpy.polynomial import chebyshev
 from scipy.special import erf
 
 from replica import runtime
+from replica.blocks.optim import Adam
 
 ARMS = ("grf", "chebyshev")
 
@@ -334,20 +335,19 @@ def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str
         w.to(device=device, dtype=dtype).requires_grad_()
         for w in init_deeponets(row_counts, inputs.shape[-1], params["width"], seeds)
     ]
-    opt = torch.optim.Adam(weights, lr=params["lr"])
+    opt = Adam(weights, lr=params["lr"])
     gens = [torch.Generator().manual_seed(int(s) + 7) for s in seeds]  # minibatch order per seed
     steps, batch, final = params["steps"], params["batch"], params["lr_final_fraction"]
     tick = runtime.Progress(steps, f"train {arm}")
     for step in range(steps):
         cosine = 0.5 * (1 + np.cos(np.pi * step / steps))
-        for group in opt.param_groups:
-            group["lr"] = params["lr"] * (final + (1 - final) * cosine)
+        opt.lr = params["lr"] * (final + (1 - final) * cosine)
         idx = torch.stack([torch.randint(n_train, (batch,), generator=g) for g in gens])
         idx = idx.to(device)[:, None, :, None].expand(n_seeds, n_rows, batch, 1)
         u = torch.take_along_dim(u_train[None], idx, dim=2).reshape(-1, batch, u_train.shape[-1])
         g = torch.take_along_dim(g_train[None], idx, dim=2).reshape(-1, batch, g_train.shape[-1])
         loss = ((deeponet(weights, u, y) - g) ** 2).mean((1, 2)).sum()  # nets are independent
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         opt.step()
         tick(step)

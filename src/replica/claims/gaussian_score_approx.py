@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from replica import runtime
+from replica.blocks.optim import Adam
 from replica.blocks.score import (
     GaussianMixture,
     gaussian,
@@ -241,34 +242,22 @@ def edm_loss(net, x0, sigma, noise, sigma_data: float, n_features: int):
     return ((error / c_out) ** 2).mean((1, 2))
 
 
-def adam_step(net, moments, step: int, lr: float, betas=(0.9, 0.999), eps=1e-8) -> None:
-    """torch.optim.Adam's update (its defaults), written out: constructing torch.optim.Adam
-    imports torch's compiler stack, seconds of start-up per job on these machines."""
-    (b1, b2), t = betas, step + 1
-    with torch.no_grad():
-        for p, (m, v) in zip(net, moments, strict=True):
-            m.mul_(b1).add_(p.grad, alpha=1 - b1)
-            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-            denom = (v.sqrt() / math.sqrt(1 - b2**t)).add_(eps)
-            p.addcdiv_(m, denom, value=-lr / (1 - b1**t))
-            p.grad = None
-
-
 def cosine_lr(step: int, params: dict) -> float:
     return params["lr"] * 0.5 * (1 + math.cos(math.pi * step / params["steps"]))
 
 
 def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str, np.ndarray]:
-    """Both arms in one loop: the (seed, arm) models of one batched MLP, Adam (`adam_step`) with
-    cosine-decayed step size, CPU float32. Within a seed both arms draw the same sigma, noise and
-    index uniforms (an index picks a point of the arm's own training set). The score on the
-    evaluation points is recorded after early_fraction of the steps and at the end."""
+    """Both arms in one loop: the (seed, arm) models of one batched MLP, Adam
+    (`replica.blocks.optim.Adam`) with cosine-decayed step size, CPU float32. Within a seed both
+    arms draw the same sigma, noise and index uniforms (an index picks a point of the arm's own
+    training set). The score on the evaluation points is recorded after early_fraction of the
+    steps and at the end."""
     torch.set_num_threads(1)
     n_arms, n_seeds, d = len(ARMS), len(seeds), int(params["dim"])
     scale, n_feat, batch = float(data["sigma_rms"]), int(params["embed"]), int(params["batch"])
     dims = [d + n_feat] + [int(params["width"])] * int(params["depth"]) + [d]
     net = init_mlp(dims, seeds, n_arms)
-    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in net]
+    opt = Adam(net, lr=params["lr"])
     trains = [torch.as_tensor(data[f"train_{arm}"], dtype=torch.float32) for arm in ARMS]
     pool = torch.cat(trains)  # one gather for every model: offset of its arm's set + index
     sizes = torch.tensor([len(t) for t in trains] * n_seeds, dtype=torch.float32).view(-1, 1)
@@ -301,8 +290,10 @@ def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str
             params["train_log_sigma_mean"] + params["train_log_sigma_std"] * log_sigma
         )
         loss = edm_loss(net, x0, sigma, noise, scale, n_feat)
+        opt.lr = cosine_lr(step, params)
+        opt.zero_grad()
         loss.sum().backward()
-        adam_step(net, moments, step, cosine_lr(step, params))
+        opt.step()
         losses.append(loss.detach())
         tick(step, loss=float(losses[-1].mean()))
     scores["final"] = _eval_scores(net, data, scale, n_feat)

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from replica import runtime
+from replica.blocks.optim import Adam
 from replica.blocks.score import GaussianMixture
 
 
@@ -237,7 +238,7 @@ def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str
     corruption, out_scale = dae_settings(params, len(seeds))
     dae_net = init_mlp(params["width"], seeds, copies)
     cae_net = init_mlp(params["width"], seeds, 1)
-    opt = torch.optim.Adam(dae_net + cae_net, lr=params["lr"])
+    opt = Adam(dae_net + cae_net, lr=params["lr"])
     xs, eps = sample_streams(params, seeds, params["batch_pairs"])
     xs = torch.as_tensor(xs, dtype=torch.float32).repeat_interleave(copies, 1)[..., None]
     eps = torch.as_tensor(eps, dtype=torch.float32).repeat_interleave(copies, 1)[..., None]
@@ -246,8 +247,7 @@ def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str
     tick = runtime.Progress(params["steps"], "train dae + cae")
     dae_losses, cae_losses = [], []
     for step in range(params["steps"]):
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, params)
+        opt.lr = cosine_lr(step, params)
         dae = dae_loss(dae_net, xs[step], eps[step], corruption, out_scale)
         cae = cae_loss(cae_net, clean[step], params["cae_lambda"])
         opt.zero_grad()

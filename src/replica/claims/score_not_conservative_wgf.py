@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from replica import runtime
+from replica.blocks.optim import Adam
 from replica.blocks.score import (
     GaussianMixture,
     energy_distance,
@@ -305,13 +306,12 @@ def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str
     law = mixture(params)
     tau2, mean = isotropic_variance(law), law.mean()
     weights = init_mlp(params["width"], seeds)
-    opt = torch.optim.Adam(weights, lr=params["lr"])
+    opt = Adam(weights, lr=params["lr"])
     x0, eps, log_sigma = training_streams(params, seeds)
     tick = runtime.Progress(params["steps"], "train free score net")
     losses = []
     for step in range(params["steps"]):
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, params)
+        opt.lr = cosine_lr(step, params)
         noisy = x0[step] + torch.exp(log_sigma[step]) * eps[step]
         # sigma^2-weighted DSM: |sigma s_theta + eps|^2 = |F + eps|^2
         loss = ((network(weights, noisy, log_sigma[step], tau2) + eps[step]) ** 2).sum(-1).mean(-1)
