@@ -9,7 +9,7 @@ Gaussian-mixture score than to the exact score of the training set (a mixture of
 Setting. d = 16 data from a known 10-component Gaussian mixture (low-rank + diagonal
 covariances); VE noising x = x_0 + sigma z. A denoiser D(x; sigma) is an MLP with EDM
 preconditioning (sigma_data = sigma_rms = sqrt(tr Sigma / d)) trained by denoising score matching
-with log-normal sigma, on N = 5000 training points (the generalising arm) or N = 64 (the
+with log-normal sigma, on N = 5000 training points (the generalising arm) or N = 8 (the
 memorising arm, the ablation); every (seed, arm) is one model of ONE batched network (torch bmm,
 float32), the two arms of a seed sharing the initialisation, sigma and noise draws.
 
@@ -28,7 +28,7 @@ Experiment. FVE_ref(sigma) = 1 - E|s_net - s_ref|^2 / E|s_net - E s_net|^2 over 
 points, for each reference, sigma on a grid of multiples of sigma_rms, after 10 % of the steps
 and at the end.
 
-Controls. The memorising arm (N = 64, same net, optimiser and budget): at small sigma the delta
+Controls. The memorising arm (N = 8, same net, optimiser and budget): at small sigma the delta
 mixture must explain its score better than the mixture (the ordering flips).
 """
 
