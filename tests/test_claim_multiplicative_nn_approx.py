@@ -92,6 +92,20 @@ def test_target_values_against_a_loop():
             assert got[i] == pytest.approx(float(values @ draw["amplitude"]), abs=1e-12)
 
 
+def test_target_variance_against_the_closed_form_of_one_cosine():
+    """x ~ U[-1, 1]^d, f = a cos(<w, x> + phi): E cos(<w, x> + phi) = cos(phi) prod_j sinc(w_j),
+    so Var f = a^2 / 2 (1 + cos(2 phi) prod_j sinc(2 w_j)) - a^2 cos(phi)^2 prod_j sinc(w_j)^2."""
+    omega, phase, amplitude = np.array([[1.3, -0.7]]), np.array([0.4]), np.array([1.5])
+    x = np.random.default_rng(6).uniform(-1, 1, (1, 400_000, 2))
+    data = {"omega_d2": omega[None], "phase_d2": phase[None], "amplitude_d2": amplitude[None]}
+    data["x_test_d2"] = x
+    sinc = lambda w: np.prod(np.sin(w) / w)  # noqa: E731
+    mean = amplitude[0] * np.cos(phase[0]) * sinc(omega[0])
+    second = amplitude[0] ** 2 / 2 * (1 + np.cos(2 * phase[0]) * sinc(2 * omega[0]))
+    got = claim.target_variance(data, 2, "bandlimited")[0]
+    assert got == pytest.approx(second - mean**2, rel=1e-2)
+
+
 @pytest.mark.parametrize("arch", claim.ARCHITECTURES)
 @pytest.mark.parametrize("dim,width,depth", [(2, 4, 3), (4, 7, 2)])
 def test_parameter_count_matches_the_arrays(arch, dim, width, depth):
