@@ -18,10 +18,10 @@ ReLU network can only emulate it: Yarotsky's (2017) square network with m sawtoo
     x^2 ~ x - sum_{s=1}^m g_s(x) / 4^s,  g_s = g o ... o g (s times), g the hat map on [0, 1],
 has sup error exactly 4^{-(m+1)} (it is the piecewise-linear interpolant of x^2 on the grid of
 step 2^{-m}), so an eps-accurate product costs m(eps) = ceil(log_4(1/eps)) - 1 layers of ReLU
-neurons. Chaining products (Taylor polynomials of cos) multiplies this cost; the paper's rates
-(upper bounds with unspecified constants) are depth O(log 1/eps) for multiplicative networks
-against the larger ReLU rates. No value is predicted for a trained network: the check is the
-comparison the paper claims.
+neurons. Chaining products (Taylor polynomials of cos) multiplies this cost. The paper's rates
+are upper bounds (constructions) whose exact form and constants we could not retrieve (abstract
+only), so no value is predicted for a trained network: the checks are the comparison the paper
+claims.
 
 Experiment. Two architectures of the same depth, trained by the same Adam rule on the same
 fresh batches drawn from the data distribution (so the test error is approximation error, not
