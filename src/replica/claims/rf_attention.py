@@ -56,6 +56,7 @@ from replica.blocks.kernel_ridge import arccos1, ridge_predict
 TARGETS = ("linear", "quadratic", "cos", "key_order")
 ARMS = ("rfa", "rfa_biased", "rfmlp")
 JACOBI_NODES = 64  # Gauss-Jacobi nodes for the cosine moments: exact far past float precision
+FEATURE_BLOCK = 512  # sequences featurised at once
 UPPER_TAIL = 9.0  # the ReLU-moment quadrature integrates a unit normal up to here (tail < 1e-18)
 
 
@@ -274,8 +275,12 @@ def features(x: np.ndarray, arm: str, params: dict, seed: int) -> np.ndarray:
     """The arm's random features of sequences x (P, N + 1, d), normalised so that phi phi^T
     approaches the arm's infinite-head kernel."""
     if arm == "rfmlp":
-        return rfmlp_features(x, mlp_weights(params, seed))
-    return rfa_features(x, query_key_matrices(params, seed, biased=arm == "rfa_biased"))
+        w, featurise = mlp_weights(params, seed), rfmlp_features
+    else:
+        w, featurise = query_key_matrices(params, seed, arm == "rfa_biased"), rfa_features
+    # blocks of sequences bound the (P, M, N) attention scores' memory at paper scale
+    blocks = [featurise(x[lo : lo + FEATURE_BLOCK], w) for lo in range(0, len(x), FEATURE_BLOCK)]
+    return np.concatenate(blocks)
 
 
 # ----------------------------------------------------------------------------- training
