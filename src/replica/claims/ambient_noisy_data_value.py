@@ -218,7 +218,8 @@ def initial_means(y, var, k: int):
 def newton_or_em_step(y, inv_var, mu):
     """One guarded Newton step per dataset: kept where it does not lower the likelihood
     (halving it up to NEWTON_HALVINGS times); an EM step where none is kept or where the
-    likelihood is not locally concave. Returns the new means and the Newton step's size."""
+    likelihood is not locally concave. Returns the new means and the Newton step's size
+    (infinite where the likelihood is not concave)."""
     _, _, current = log_likelihood_terms(y, inv_var, mu)
     step, _ = newton_direction(y, inv_var, mu)
     pending = np.any(step != 0, -1)
@@ -234,10 +235,13 @@ def newton_or_em_step(y, inv_var, mu):
         new[rows[up]] = trial[up]
         pending[rows[up]] = False
         scale /= 2
-    fall = pending | ~np.any(step != 0, -1)
+    concave = np.any(step != 0, -1)
+    fall = pending | ~concave
     if fall.any():
         new[fall] = em_step(y[fall], inv_var[fall], mu[fall])
-    size = np.where(fall, np.inf, np.abs(step).max(-1))
+    # at the maximum a step of ~1e-15 can lose the likelihood comparison to rounding: its
+    # size, not its acceptance, says that the dataset has converged
+    size = np.where(concave, np.abs(step).max(-1), np.inf)
     return new, size
 
 
