@@ -15,28 +15,30 @@ an MLP denoiser with EDM preconditioning trained by DSM with log-normal sigma (K
 (replica.blocks.score.probability_flow) on the Karras grid, the last step to sigma = 0 (the
 denoiser's output). Two budgets: base (N training points, T steps) and long (4 N, 4 T); every
 seed draws its own training set (the base set is the first N points of the long one), its own
-initialisation and noise, and the seeds of a budget are one batched network (torch bmm).
+initialisation and noise, shared by its two budgets; all (budget, seed) models are one batched
+network (torch bmm) whose base models freeze after T steps.
 
 Theory (independent of training). The exact score of the noised data law, a uniform law on the
 curve gamma(h), is a one-dimensional integral,
     grad log p_sigma(z) = (E[gamma(h) | z] - z) / sigma^2,
     E[gamma(h) | z] = int gamma(h) exp(-|z - gamma(h)|^2 / 2 sigma^2) dh / int (same, no gamma),
-computed by quadrature on a window around the nearest point of the curve (`exact_denoiser`).
+computed by Gauss-Legendre quadrature on a window around the nearest point of the curve
+(`exact_denoiser`).
 The same sampler run with it gives the rule conformity of a DM that had learned the DSM
 optimum exactly (the sampler's own floor); the Gaussian with the law's mean and covariance (the
 law a DM with a linear score learns, closed-form moments) gives the conformity of a model that
 knows only the second-order (coarse) structure.
 
-Experiment. Per seed and budget, 2000 samples: the share obeying the fine rule, the share
+Experiment. Per seed and budget, n_samples samples: the share obeying the fine rule, the share
 obeying the coarse rule, the median relative violation, and the marginal W1 distances of h and
 l to the law (divided by the feature's standard deviation).
 
 Controls. Ablation (the DSM objective removed): the same MLP (width, depth, activation,
-initialisation), optimiser, step-size rule, batch, steps and long training set, trained by least
-squares to predict l from h, samples (h, l_hat(h)) with h from the law: it must conform to the
-fine rule. Preconditions: the exact-score sampler conforms (the metric and sampler can register
-the rule), the Gaussian reference fails the coarse rule (the coarse check can fail), and the
-DSM loss has stopped falling by the end of the long budget.
+initialisation), optimiser, step-size rule, batch, steps (4 T) and long training set, trained by
+least squares to predict l from h, samples (h, l_hat(h)) with h from the law: it must conform to
+the fine rule (its own training job). Preconditions: the exact-score sampler conforms (the
+metric and sampler can register the rule), the Gaussian reference fails the coarse rule (the
+coarse check can fail), and the DSM loss has stopped falling by the end of the long budget.
 """
 
 from __future__ import annotations
@@ -48,8 +50,6 @@ import torch
 
 from replica import runtime
 from replica.blocks.score import probability_flow, ve_sigmas
-
-BUDGETS = ("base", "long")
 
 
 # ----------------------------------------------------------------------------- the rule
@@ -314,15 +314,15 @@ def denoise(net, z, sigma, n_features: int):
     return c_skip * z + c_out * mlp(net, inputs)
 
 
-def adam_step(flat, m, v, step: int, lr, betas=(0.9, 0.999), eps=1e-8) -> None:
-    """torch.optim.Adam's update (its defaults) written out, with one step size per model
-    (lr: (M, 1)); constructing torch.optim imports seconds of compiler stack."""
+def adam_step(flat, mean_grad, mean_sq, step: int, lr, betas=(0.9, 0.999), eps=1e-8) -> None:
+    """torch.optim.Adam's update (its defaults) written out, the step size a number or one per
+    model (M, 1); constructing torch.optim imports seconds of compiler stack."""
     (b1, b2), t = betas, step + 1
     with torch.no_grad():
-        m.mul_(b1).add_(flat.grad, alpha=1 - b1)
-        v.mul_(b2).addcmul_(flat.grad, flat.grad, value=1 - b2)
-        denom = (v.sqrt() / math.sqrt(1 - b2**t)).add_(eps)
-        flat.sub_(lr / (1 - b1**t) * m / denom)
+        mean_grad.mul_(b1).add_(flat.grad, alpha=1 - b1)
+        mean_sq.mul_(b2).addcmul_(flat.grad, flat.grad, value=1 - b2)
+        denom = (mean_sq.sqrt() / math.sqrt(1 - b2**t)).add_(eps)
+        flat.sub_(lr / (1 - b1**t) * mean_grad / denom)
         flat.grad = None
 
 
@@ -355,7 +355,7 @@ def train_dsm(train_z, seeds: list[int], params: dict):
     factor, base_steps = int(params["data_factor"]), int(params["steps"])
     dims = [2 + n_feat] + [int(params["width"])] * int(params["depth"]) + [2]
     flat = init_mlp(dims, list(seeds) * 2, salt=1)  # a seed's two budgets share the init
-    m, v = torch.zeros_like(flat), torch.zeros_like(flat)
+    mean_grad, mean_sq = torch.zeros_like(flat), torch.zeros_like(flat)  # Adam's moments
     n_base = int(params["n_train"])
     sizes = torch.tensor([n_base] * n_seeds + [n_base * factor] * n_seeds).view(-1, 1)
     rows = torch.arange(n_seeds).repeat(2).view(-1, 1)
@@ -381,7 +381,7 @@ def train_dsm(train_z, seeds: list[int], params: dict):
             lr = torch.tensor([cosine_lr(step, n, float(params["lr"])) for n in budget_steps]).view(
                 -1, 1
             )
-            adam_step(flat, m, v, step, lr)
+            adam_step(flat, mean_grad, mean_sq, step, lr)
             losses.append(loss.detach())
             tick(step, loss=float(losses[-1][n_seeds:].mean()))
     return flat.detach(), dims, torch.stack(losses).numpy()
@@ -395,7 +395,7 @@ def train_regression(train_z, seeds: list[int], params: dict):
     steps = int(params["steps"]) * factor
     dims = [1] + [int(params["width"])] * int(params["depth"]) + [1]
     flat = init_mlp(dims, seeds, salt=2)
-    m, v = torch.zeros_like(flat), torch.zeros_like(flat)
+    mean_grad, mean_sq = torch.zeros_like(flat), torch.zeros_like(flat)  # Adam's moments
     n_points = train_z.shape[1]
     rows = torch.arange(len(seeds)).view(-1, 1)
     gens = [torch.Generator().manual_seed(7_919 * int(seed) + 2) for seed in seeds]
@@ -407,7 +407,8 @@ def train_regression(train_z, seeds: list[int], params: dict):
             z0 = train_z[rows, (u[k] * n_points).long()]
             loss = ((mlp(layers(flat, dims), z0[..., :1]) - z0[..., 1:]) ** 2).mean((1, 2))
             loss.sum().backward()
-            adam_step(flat, m, v, first + k, cosine_lr(first + k, steps, float(params["lr"])))
+            lr = cosine_lr(first + k, steps, float(params["lr"]))
+            adam_step(flat, mean_grad, mean_sq, first + k, lr)
             tick(first + k, loss=float(loss.detach().mean()))
     return flat.detach(), dims
 
