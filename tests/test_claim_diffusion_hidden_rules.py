@@ -182,20 +182,6 @@ def test_theory_reports_both_references():
 
 
 # ----------------------------------------------------------------------------- training parts
-def test_adam_step_matches_torch_optim_adam():
-    flat = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
-    ref = flat.detach().clone().requires_grad_()
-    opt = torch.optim.Adam([ref], lr=0.01)
-    m, v = torch.zeros_like(flat), torch.zeros_like(flat)
-    for step in range(5):
-        (flat**3).sum().backward()
-        claim.adam_step(flat, m, v, step, torch.full((3, 1), 0.01, dtype=torch.float64))
-        opt.zero_grad()
-        (ref**3).sum().backward()
-        opt.step()
-    assert torch.allclose(flat, ref, atol=1e-12)
-
-
 def test_layers_view_the_flat_parameters():
     dims = [3, 5, 2]
     flat = claim.init_mlp(dims, [0, 1], salt=0)

@@ -65,3 +65,22 @@ def test_the_module_imports_no_torch():
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not any(name and name.split(".")[0] == "torch" for name in imported)
+
+
+def test_a_step_size_per_model_equals_separate_adams():
+    """lr of shape (M, 1, 1) on a batch of M models: each model follows its own scalar Adam."""
+    batched, targets = quadratic_problem(2, torch.float64)
+    rates = torch.tensor([1e-3, 1e-2, 1e-1], dtype=torch.float64).view(3, 1, 1)
+    singles = [batched[0][m].detach().clone().requires_grad_(True) for m in range(3)]
+    opt = Adam(batched[:1], lr=rates)
+    opts = [Adam([w], lr=float(r)) for w, r in zip(singles, rates.flatten(), strict=True)]
+    for _ in range(25):
+        opt.zero_grad()
+        ((batched[0] - targets[0]) ** 4).sum().backward()
+        opt.step()
+        for w, o, m in zip(singles, opts, range(3), strict=True):
+            o.zero_grad()
+            ((w - targets[0][m]) ** 4).sum().backward()
+            o.step()
+    for m in range(3):
+        assert torch.allclose(batched[0][m], singles[m], rtol=1e-12, atol=1e-14)

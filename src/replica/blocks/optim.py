@@ -13,11 +13,14 @@ from __future__ import annotations
 
 class Adam:
     """Adam (Kingma & Ba) with torch.optim.Adam's defaults and arithmetic: no weight decay,
-    no amsgrad. `lr` may be changed between steps (a schedule), like a param group's lr."""
+    no amsgrad. `lr` may be changed between steps (a schedule), like a param group's lr. It may
+    also be a tensor that broadcasts against every parameter, e.g. one step size per model of a
+    batched network (M, 1, ...): then the update is lr / (1 - beta1^t) * m / denom, the same
+    number up to rounding."""
 
     def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
         self.params = list(params)
-        self.lr, self.betas, self.eps = float(lr), betas, eps
+        self.lr, self.betas, self.eps = lr, betas, eps
         self.steps = [0] * len(self.params)  # per parameter, as torch counts them
         self.first = [p.detach().new_zeros(p.shape) for p in self.params]
         self.second = [p.detach().new_zeros(p.shape) for p in self.params]
@@ -42,4 +45,7 @@ class Adam:
             first.lerp_(grad, 1 - beta1)
             second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             denom = (second.sqrt() / correction2_sqrt).add_(self.eps)
-            p.detach().addcdiv_(first, denom, value=-step_size)
+            if isinstance(step_size, float):
+                p.detach().addcdiv_(first, denom, value=-step_size)
+            else:  # per-model step sizes: no scalar `value` to fuse
+                p.detach().sub_(step_size * first / denom)

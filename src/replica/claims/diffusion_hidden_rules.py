@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from replica import runtime
+from replica.blocks.optim import Adam
 from replica.blocks.score import probability_flow, ve_sigmas
 
 
@@ -314,18 +315,6 @@ def denoise(net, z, sigma, n_features: int):
     return c_skip * z + c_out * mlp(net, inputs)
 
 
-def adam_step(flat, mean_grad, mean_sq, step: int, lr, betas=(0.9, 0.999), eps=1e-8) -> None:
-    """torch.optim.Adam's update (its defaults) written out, the step size a number or one per
-    model (M, 1); constructing torch.optim imports seconds of compiler stack."""
-    (b1, b2), t = betas, step + 1
-    with torch.no_grad():
-        mean_grad.mul_(b1).add_(flat.grad, alpha=1 - b1)
-        mean_sq.mul_(b2).addcmul_(flat.grad, flat.grad, value=1 - b2)
-        denom = (mean_sq.sqrt() / math.sqrt(1 - b2**t)).add_(eps)
-        flat.sub_(lr / (1 - b1**t) * mean_grad / denom)
-        flat.grad = None
-
-
 def cosine_lr(step: int, steps: int, lr: float) -> float:
     """Cosine decay from lr to 0 over `steps`; 0 afterwards (the model is frozen)."""
     return lr * 0.5 * (1 + math.cos(math.pi * step / steps)) if step < steps else 0.0
@@ -355,7 +344,7 @@ def train_dsm(train_z, seeds: list[int], params: dict):
     factor, base_steps = int(params["data_factor"]), int(params["steps"])
     dims = [2 + n_feat] + [int(params["width"])] * int(params["depth"]) + [2]
     flat = init_mlp(dims, list(seeds) * 2, salt=1)  # a seed's two budgets share the init
-    mean_grad, mean_sq = torch.zeros_like(flat), torch.zeros_like(flat)  # Adam's moments
+    opt = Adam([flat], lr=float(params["lr"]))
     n_base = int(params["n_train"])
     sizes = torch.tensor([n_base] * n_seeds + [n_base * factor] * n_seeds).view(-1, 1)
     rows = torch.arange(n_seeds).repeat(2).view(-1, 1)
@@ -378,10 +367,11 @@ def train_dsm(train_z, seeds: list[int], params: dict):
             error = denoise(net, z0 + sigma * noise[k].repeat(2, 1, 1), sigma, n_feat) - z0
             loss = ((error / c_out) ** 2).mean((1, 2))
             loss.sum().backward()
-            lr = torch.tensor([cosine_lr(step, n, float(params["lr"])) for n in budget_steps]).view(
-                -1, 1
-            )
-            adam_step(flat, mean_grad, mean_sq, step, lr)
+            # one step size per model: each budget follows its own cosine decay
+            rates = [cosine_lr(step, n, float(params["lr"])) for n in budget_steps]
+            opt.lr = torch.tensor(rates).view(-1, 1)
+            opt.step()
+            opt.zero_grad()
             losses.append(loss.detach())
             tick(step, loss=float(losses[-1][n_seeds:].mean()))
     return flat.detach(), dims, torch.stack(losses).numpy()
@@ -395,7 +385,7 @@ def train_regression(train_z, seeds: list[int], params: dict):
     steps = int(params["steps"]) * factor
     dims = [1] + [int(params["width"])] * int(params["depth"]) + [1]
     flat = init_mlp(dims, seeds, salt=2)
-    mean_grad, mean_sq = torch.zeros_like(flat), torch.zeros_like(flat)  # Adam's moments
+    opt = Adam([flat], lr=float(params["lr"]))
     n_points = train_z.shape[1]
     rows = torch.arange(len(seeds)).view(-1, 1)
     gens = [torch.Generator().manual_seed(7_919 * int(seed) + 2) for seed in seeds]
@@ -407,8 +397,9 @@ def train_regression(train_z, seeds: list[int], params: dict):
             z0 = train_z[rows, (u[k] * n_points).long()]
             loss = ((mlp(layers(flat, dims), z0[..., :1]) - z0[..., 1:]) ** 2).mean((1, 2))
             loss.sum().backward()
-            lr = cosine_lr(first + k, steps, float(params["lr"]))
-            adam_step(flat, mean_grad, mean_sq, first + k, lr)
+            opt.lr = cosine_lr(first + k, steps, float(params["lr"]))
+            opt.step()
+            opt.zero_grad()
             tick(first + k, loss=float(loss.detach().mean()))
     return flat.detach(), dims
 
