@@ -4,6 +4,8 @@ lack of it, the Hellinger quadrature against a closed form and scipy, the Cramer
 against scipy's half-normal, the Fisher-scoring fit against scipy's optimiser, the losses and
 slopes on hand-made inputs, the sampler, and the smoke chain."""
 
+import math
+
 import numpy as np
 import pytest
 from scipy import integrate, optimize, stats
@@ -55,7 +57,7 @@ def log_density_scipy(theta, x, y, family):
 
 @pytest.mark.parametrize("family", ["linear", "tanh"])
 def test_fisher_quadrature_matches_monte_carlo(family):
-    x, y = claim.sample(TRUTH, family, 400_000, np.random.default_rng(1))
+    x, y = claim.sample(TRUTH, family, 200_000, np.random.default_rng(1))
     ll, s = claim.log_likelihood_and_score(TRUTH, x, y, family)
     assert ll == pytest.approx(log_density_scipy(TRUTH, x, y, family), rel=1e-10, abs=1e-10)
     mc = s.T @ s / len(x)
@@ -97,13 +99,19 @@ def test_hellinger_matches_the_gaussian_closed_form(m1, v1, m2, v2):
 def test_hellinger_matches_scipy_for_two_mixtures():
     fit = TRUTH + np.array([0.4, -0.1, 0.05, 0.1, -0.05, 0.02, -0.1, 0.1, -0.02])
 
+    def density(theta, x, y):  # scalar, written out independently of the module
+        w = 1 / (1 + math.exp(-math.tanh(theta[0] * x + theta[1]) / theta[2]))
+        n1 = math.exp(-((y - theta[3] * x - theta[4]) ** 2) / (2 * theta[5]))
+        n2 = math.exp(-((y - theta[6] * x - theta[7]) ** 2) / (2 * theta[8]))
+        return (w * n1 / math.sqrt(theta[5]) + (1 - w) * n2 / math.sqrt(theta[8])) / math.sqrt(
+            2 * math.pi
+        )
+
     def integrand(y, x):
-        p = np.exp(log_density_scipy(fit, np.array([x]), np.array([y]), "tanh"))
-        q = np.exp(log_density_scipy(TRUTH, np.array([x]), np.array([y]), "tanh"))
-        return 0.25 * (np.sqrt(p) - np.sqrt(q))[0] ** 2
+        return 0.25 * (math.sqrt(density(fit, x, y)) - math.sqrt(density(TRUTH, x, y))) ** 2
 
     # h^2 = E_X [1/2 int (sqrt p - sqrt q)^2 dy] with x ~ U[-1, 1] (density 1/2): weight 1/4
-    h2 = integrate.dblquad(integrand, -1, 1, -6, 6, epsabs=1e-11)[0]
+    h2 = integrate.dblquad(integrand, -1, 1, -5, 5, epsabs=1e-11, epsrel=1e-8)[0]
     assert claim.hellinger(fit, TRUTH, "tanh", "tanh", PARAMS) ** 2 == pytest.approx(h2, rel=1e-5)
 
 
@@ -215,3 +223,19 @@ def test_sampler_draws_the_model():
 def test_smoke_chain_runs(tmp_path):
     result = steps.run_chain("temperature_moe_rates", "smoke", tmp_path)
     assert result["status"] != "error", result["reason"]
+
+
+def test_identified_cramer_rao_constant_from_the_unit_temperature_model():
+    """beta / tau of the temperature gate are the slopes of the same model written with tau = 1:
+    the Cramer-Rao constant of the identified part computed there, directly, must agree."""
+    params = {**PARAMS, "sample_sizes": [1000, 2000]}
+    th = claim.theory({}, params)
+    unit = TRUTH.copy()
+    unit[:2] = TRUTH[:2] / TRUTH[claim.TAU]
+    unit[claim.TAU] = 1.0
+    fisher = claim.fisher_information(unit, "linear", 48)
+    slots = [0, 1, 3, 4, 5, 6, 7, 8]
+    direct = claim.cramer_rao_abs_errors(fisher, slots).sum()
+    assert th["cramer_rao_identified_constant"] == pytest.approx(direct, rel=1e-8)
+    assert th["fisher_min_relative"]["temperature"] < 1e-12
+    assert th["ridge_alignment"] == pytest.approx(1.0, abs=1e-9)
