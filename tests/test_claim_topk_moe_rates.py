@@ -1,11 +1,14 @@
 """Tests of the topk_moe_rates claim: the Hellinger quadrature against the closed-form Gaussian
 case, against Monte Carlo and against scipy's adaptive quadrature; the top-K gate; the sampler;
-the exact top-1 fitter against brute force; the measurements and the verdict on hand-made
-inputs; and the smoke chain."""
+the exact top-1 fitter against brute force; the paper's top-K condition against an enumeration
+of Voronoi cell structures; the top-1 Hellinger floor against scipy quadrature and optimisation;
+the measurements and the verdict on hand-made inputs; and the smoke chain."""
+
+import itertools
 
 import numpy as np
 import pytest
-from scipy import integrate, stats
+from scipy import integrate, optimize, stats
 
 from replica import steps
 from replica.claims import topk_moe_rates as claim
@@ -17,6 +20,15 @@ PARAMS = {
     "true_b": [0.5, -0.5],
     "true_variance": 0.1,
     "true_top_k": 1,
+    "over_true_gate_slope": [3.0, -3.0],
+    "over_true_gate_bias": [0.0, 0.0],
+    "over_true_top_k": 2,
+    "settings": {
+        "exact": {"experts": 2, "top_k": 1, "truth": "exact"},
+        "over_valid": {"experts": 3, "top_k": 3, "truth": "over"},
+        "over_small": {"experts": 3, "top_k": 1, "truth": "over"},
+    },
+    "floor_quad_x": 64,
     "quad_x": 400,
     "quad_y": 800,
     "y_range": [-6.0, 7.0],
@@ -163,13 +175,118 @@ def test_verdict_on_hand_made_metrics():
         "over_valid": {"hellinger": [[0.2, 0.2], [0.1, 0.05]], "parameter_error": [[1, 1], [1, 1]]},
         "over_small": {"hellinger": [[0.3, 0.3], [0.3, 0.3]], "parameter_error": [[1, 1], [1, 1]]},
     }
-    st = claim.verdict(metrics, claim.theory({}, {"sample_sizes": ns}), {})
+    theory = {"density_exponent_theory": -0.5, "density_exponent_with_log": -0.45}
+    st = claim.verdict(metrics, {**theory, "top1_hellinger_floor": 0.1}, {})
     assert st["hellinger_exponent_exact"] == pytest.approx([-0.5, -0.5])
     assert st["hellinger_exponent_over_valid"] == pytest.approx([-0.5, -1.0])
     assert st["parameter_exponent_over_valid"] == pytest.approx([0.0, 0.0])
     assert st["hellinger_exponent_over_small"] == pytest.approx([0.0, 0.0])
     assert st["hellinger_ratio_small_over_valid"] == pytest.approx([3.0, 6.0])
+    assert st["hellinger_small_over_floor"] == pytest.approx([3.0, 3.0])
     assert st["density_exponent_theory"] == -0.5
+
+
+def brute_force_required_top_k(moe, experts, grid=20001):
+    """Selected sets from a dense x grid; every surjective map of fitted atoms onto true atoms
+    (a Voronoi cell structure); the largest total cell size of a selected set, over maps."""
+    x = np.linspace(-1, 1, grid)
+    logits = np.outer(x, moe["beta1"]) + moe["beta0"]
+    top = np.argsort(-logits, axis=1)[:, : int(moe["top_k"])]
+    sets = {frozenset(int(i) for i in row) for row in top}
+    k_star = len(moe["a"])
+    best, least = 0, np.inf
+    for cells in itertools.product(range(k_star), repeat=experts):
+        if len(set(cells)) < k_star:
+            continue
+        sizes = np.bincount(cells, minlength=k_star)
+        need = max(sum(sizes[j] for j in s) for s in sets)
+        best, least = max(best, need), min(least, need)
+    return best, least
+
+
+def test_required_top_k_matches_an_enumeration_of_voronoi_cells():
+    exact, over = claim.true_moe(PARAMS), claim.true_moe(PARAMS, "over")
+    three = {  # three experts, top-2, with three different selected pairs on [-1, 1]
+        "beta1": np.array([3.0, 0.0, -3.0]),
+        "beta0": np.array([0.0, 1.0, 0.0]),
+        "a": np.zeros(3),
+        "b": np.arange(3.0),
+        "nu": np.ones(3),
+        "top_k": 2,
+    }
+    for moe, experts in [(exact, 3), (exact, 4), (over, 3), (over, 4), (three, 4), (three, 5)]:
+        best, least = brute_force_required_top_k(moe, experts)
+        assert claim.required_top_k(moe, experts) == best
+        assert least >= moe["top_k"]  # K below the true K* breaks the condition for any cells
+    assert claim.selected_sets(over) == [(0, 1)]
+    assert claim.selected_sets(three) == [(0, 1), (1, 2)]
+    assert claim.required_top_k(over, 3) == 3 and claim.required_top_k(exact, 3) == 2
+
+
+def scipy_floor_at(moe, x0):
+    """min over (m, log v) of 1 - BC(N(m, v), p*(.|x0)): BC by Simpson's rule on its own y grid,
+    a coarse grid start, then Powell; independent of the module's grid, trapezoid and
+    Nelder-Mead."""
+    yy = np.linspace(-8, 9, 4001)
+    dens = claim.conditional_density(moe, np.array([x0]), yy)[0]
+
+    def gap(t):
+        f = np.sqrt(stats.norm.pdf(yy, t[0], np.exp(t[1] / 2)) * dens)
+        return 1 - integrate.simpson(f, x=yy)
+
+    grid = [(m, s) for m in np.linspace(-2, 2, 41) for s in np.log([0.03, 0.1, 0.3, 1.0, 3.0])]
+    start = min(grid, key=gap)
+    opts = {"xtol": 1e-8, "ftol": 1e-13}
+    return optimize.minimize(gap, start, method="Powell", options=opts).fun
+
+
+def test_top1_floor_matches_scipy_on_an_x_constant_mixture():
+    """Gates and experts constant in x: the floor is one per-x minimum, checked with scipy."""
+    const = {
+        "beta1": np.zeros(2),
+        "beta0": np.array([0.3, -0.2]),
+        "a": np.zeros(2),
+        "b": np.array([0.6, -0.7]),
+        "nu": np.array([0.1, 0.15]),
+        "top_k": 2,
+    }
+    floor = claim.top1_hellinger_floor(const, PARAMS)
+    assert floor**2 == pytest.approx(scipy_floor_at(const, 0.0), rel=1e-5)
+
+
+def test_top1_floor_of_the_over_truth_against_scipy_and_a_top1_fit():
+    over = claim.true_moe(PARAMS, "over")
+    xs = np.array([-0.9, -0.5, -0.1, 0.1, 0.25, 0.3, 0.6, 0.95])  # around the peak near 0.25
+    gaps = claim.top1_gaps(over, xs, PARAMS)
+    expected = [scipy_floor_at(over, x0) for x0 in xs]
+    assert gaps == pytest.approx(expected, rel=1e-4, abs=1e-8)
+    floor = claim.top1_hellinger_floor(over, PARAMS)
+    # E_X of the same gaps by an independent x rule (composite Simpson, 401 nodes, kink-tolerant)
+    xx = np.linspace(-1, 1, 401)
+    ref = integrate.simpson(claim.top1_gaps(over, xx, PARAMS), x=xx) / 2
+    assert floor**2 == pytest.approx(ref, rel=1e-3)
+    # any top-1 model is at least that far: the exact top-1 MLE on a large sample, and the truth
+    # with its top-2 gate replaced by top-1
+    x, y = claim.sample(over, 20_000, np.random.default_rng(1))
+    fit = claim.fit_top1(x, y, 3, PARAMS)
+    assert claim.hellinger(fit, over, PARAMS) >= floor
+    assert claim.hellinger({**over, "top_k": 1}, over, PARAMS) >= floor
+    # and a mixture of two identical experts has no floor
+    same = {**over, "a": np.array([1.0, 1.0]), "b": np.array([0.5, 0.5])}
+    assert claim.top1_hellinger_floor(same, PARAMS) < 1e-4
+
+
+def test_over_truth_sampler_mixes_both_experts():
+    over = claim.true_moe(PARAMS, "over")
+    x, y = claim.sample(over, 200_000, np.random.default_rng(2))
+    w1 = 1 / (1 + np.exp(-6 * x))  # top-2 of two experts is the full softmax of (3x, -3x)
+    mean = w1 * (x + 0.5) + (1 - w1) * (-x - 0.5)
+    var = 0.1 + w1 * (1 - w1) * (2 * x + 1) ** 2
+    z = (y - mean) / np.sqrt(var)
+    assert abs(z.mean()) < 0.01 and abs(z.var() - 1) < 0.02
+    data = claim.generate({**PARAMS, "data_seed": 1, "sample_sizes": [50]}, [0, 1])
+    assert data["x__n50"].shape == data["xo__n50"].shape == (2, 50)
+    assert not np.allclose(data["x__n50"], data["xo__n50"])
 
 
 def test_smoke_chain_runs(tmp_path):

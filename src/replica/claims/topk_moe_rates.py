@@ -11,14 +11,18 @@ converges at that rate when K is at least the total size of the Voronoi cells th
 top-K selection picks; with K below that it does not converge; parameters of experts in
 cells holding several fitted atoms converge more slowly than n^{-1/2}.
 
-Setting (the triage's). x ~ U[-1, 1]; k* = 2 true experts, top-1 gating with logits (3x, -3x),
-experts N(a x + b, 0.1) with a = (1, -1), b = (0.5, -0.5). Fits: exact (k = 2, K = 1),
-over-specified valid K (k = 3, K = 2), over-specified K too small (k = 3, K = 1).
+Setting. x ~ U[-1, 1]; k* = 2 true experts N(a x + b, 0.1) with a = (1, -1), b = (0.5, -0.5)
+and gate logits (3x, -3x). Exact arm (the triage's): truth with top-1 gating, fit k = 2, K = 1.
+Over-specified arms: their own sample from the same experts and gate with top-2 gating (K* = 2),
+fit with k = 3 experts; valid K = 3 = k - k* + K* (the paper's condition: K at least the total
+size of the Voronoi cells of the true experts selected together), too small K = 1 < K*.
+(A top-1 truth cannot host the ablation: a k = 3, K = 1 fit contains it, a never-selected expert.)
 
 Theory. Closed-form exponents of the theorems (-1/2 for the density; -1/2 for parameters in
-the exact case), and the exact measurement: Hellinger distance between fitted and true
-conditional densities, by Gauss-Legendre quadrature over x on the pieces where the top-K
-selections of both models are constant, and the trapezoid rule over y.
+the exact case), the paper's condition K >= k - k* + K*, the Hellinger floor of every top-1
+model against the K* = 2 truth, and the exact measurement: Hellinger distance between fitted
+and true conditional densities, by Gauss-Legendre quadrature over x on the pieces where the
+top-K selections of both models are constant, and the trapezoid rule over y.
 
 Experiment. Seeds are independent samples at every n of the grid. Top-1 fits are exact
 maximum likelihood by a scan of the gate boundaries (a top-1 linear gate cuts the line into
@@ -28,7 +32,7 @@ seeds and restarts batched as one model). Statistics: per-seed least-squares slo
 error against log n.
 
 Control (ablation). The same over-specified model, sample and n grid with K = 1, where the
-theory predicts no convergence.
+theory predicts no convergence (and bounds the error below by the top-1 floor).
 """
 
 from __future__ import annotations
@@ -62,16 +66,22 @@ def conditional_density(moe: dict, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (w[:, None, :] * comp).sum(-1)
 
 
-def true_moe(params: dict) -> dict:
+def true_moe(params: dict, which: str = "exact") -> dict:
+    """The exact arm's truth (true_*), or with which="over" the over-specified arms' truth
+    (the same experts, gate over_true_gate_*, top-K over_true_top_k)."""
     k = len(params["true_a"])
+    prefix = "true_" if which == "exact" else "over_true_"
     return {
-        "beta1": np.asarray(params["true_gate_slope"], float),
-        "beta0": np.asarray(params["true_gate_bias"], float),
+        "beta1": np.asarray(params[prefix + "gate_slope"], float),
+        "beta0": np.asarray(params[prefix + "gate_bias"], float),
         "a": np.asarray(params["true_a"], float),
         "b": np.asarray(params["true_b"], float),
         "nu": np.full(k, float(params["true_variance"])),
-        "top_k": int(params["true_top_k"]),
+        "top_k": int(params[prefix + "top_k"]),
     }
+
+
+DATA_PREFIX = {"exact": "", "over": "o"}  # x__n<n> for the exact truth, xo__n<n> for the other
 
 
 # ----------------------------------------------------------------------------- data
@@ -85,15 +95,19 @@ def sample(moe: dict, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.
 
 
 def generate(params: dict, seeds: list[int]) -> dict[str, np.ndarray]:
-    """One independent sample per (seed, n); arrays x__n<n>, y__n<n> of shape (seeds, n)."""
-    truth = true_moe(params)
+    """One independent sample per (truth, seed, n): x__n<n>, y__n<n> from the exact arm's truth,
+    xo__n<n>, yo__n<n> from the over-specified arms' truth, each of shape (seeds, n)."""
     out: dict[str, np.ndarray] = {"seeds": np.asarray(seeds)}
-    for n in params["sample_sizes"]:
-        draws = [
-            sample(truth, n, np.random.default_rng([params["data_seed"], s, n])) for s in seeds
-        ]
-        out[f"x__n{n}"] = np.stack([d[0] for d in draws])
-        out[f"y__n{n}"] = np.stack([d[1] for d in draws])
+    for which, tag in DATA_PREFIX.items():
+        truth = true_moe(params, which)
+        stream = [] if which == "exact" else [1]
+        for n in params["sample_sizes"]:
+            draws = [
+                sample(truth, n, np.random.default_rng([params["data_seed"], s, n, *stream]))
+                for s in seeds
+            ]
+            out[f"x{tag}__n{n}"] = np.stack([d[0] for d in draws])
+            out[f"y{tag}__n{n}"] = np.stack([d[1] for d in draws])
     return out
 
 
@@ -144,9 +158,72 @@ def log_corrected_slope(sample_sizes) -> float:
     return float(np.polyfit(np.log(n), 0.5 * (np.log(np.log(n)) - np.log(n)), 1)[0])
 
 
+def selected_sets(moe: dict) -> list[tuple[int, ...]]:
+    """The sets of experts that the top-K gate selects together on some piece of (-1, 1)."""
+    cuts = np.concatenate([[-1.0], gate_breakpoints(moe), [1.0]])
+    mids = (cuts[:-1] + cuts[1:]) / 2
+    logits = np.outer(mids, moe["beta1"]) + moe["beta0"]
+    top = np.argsort(-logits, axis=1, kind="stable")[:, : int(moe["top_k"])]
+    return sorted({tuple(sorted(int(i) for i in row)) for row in top})
+
+
+def required_top_k(moe: dict, experts: int) -> int:
+    """The paper's condition (our reading): the smallest K a fit of `experts` atoms needs, the
+    largest total size, over the true sets selected together, of their Voronoi cells, maximised
+    over cell structures (every cell non-empty): put every extra atom in one selected cell."""
+    k_star = len(moe["a"])
+    return max(len(s) for s in selected_sets(moe)) + experts - k_star
+
+
+def top1_gaps(moe: dict, x: np.ndarray, params: dict) -> np.ndarray:
+    """min_{m, v} [1 - BC(N(m, v), p*(.|x))] at each x: how far the best single Gaussian is from
+    the true conditional density. A grid over (m, log v) for all x at once (one matrix product),
+    refined by Nelder-Mead from the best node; trapezoid rule over y."""
+    from scipy.optimize import minimize
+
+    y = np.linspace(*params["y_range"], int(params["quad_y"]))
+    wy = np.full(len(y), y[1] - y[0])  # trapezoid weights
+    wy[[0, -1]] /= 2
+    root_w = np.sqrt(conditional_density(moe, x, y)) * wy  # (nx, ny)
+
+    def sqrt_normal(m, s):  # sqrt N(y | m, e^s), written out; m, s broadcast against y
+        return np.exp(-((y - m) ** 2) / (4 * np.exp(s)) - s / 4) / (2 * np.pi) ** 0.25
+
+    means = np.outer(x, moe["a"]) + moe["b"]
+    m_grid = np.linspace(means.min() - 1, means.max() + 1, 161)
+    s_grid = np.log(np.geomspace(1e-3, 10.0, 41))
+    mm, ss = (g.ravel() for g in np.meshgrid(m_grid, s_grid, indexing="ij"))
+    start = np.argmax(root_w @ sqrt_normal(mm[:, None], ss[:, None]).T, axis=1)  # best BC
+    step = np.diag([m_grid[1] - m_grid[0], s_grid[1] - s_grid[0]])  # simplex of one grid cell
+    gaps = []
+    for i in range(len(x)):
+        t0 = np.array([mm[start[i]], ss[start[i]]])
+        res = minimize(
+            lambda t, i=i: 1.0 - sqrt_normal(t[0], t[1]) @ root_w[i],
+            t0,
+            method="Nelder-Mead",
+            options={"xatol": 1e-6, "fatol": 1e-12, "initial_simplex": np.vstack([t0, t0 + step])},
+        )
+        gaps.append(max(float(res.fun), 0.0))
+    return np.asarray(gaps)
+
+
+def top1_hellinger_floor(moe: dict, params: dict) -> float:
+    """sqrt(E_X top1_gaps(X)): no top-1 model (one Gaussian per x) is closer to p* in Hellinger
+    distance. Gauss-Legendre in x, floor_quad_x nodes a piece between true gate switches."""
+    x, wx = x_nodes([moe], int(params["floor_quad_x"]))
+    return float(np.sqrt(wx @ top1_gaps(moe, x, params)))
+
+
 def theory(data: dict[str, np.ndarray], params: dict) -> dict:
     r_bar_two = 4  # Ho-Nguyen's r-bar for a cell of 2 atoms (our reading of the slow rate)
+    over = true_moe(params, "over")
+    fitted = {name: int(s["experts"]) for name, s in params["settings"].items()}
     return {
+        "top1_hellinger_floor": top1_hellinger_floor(over, params),
+        "required_top_k_over": required_top_k(over, fitted["over_valid"]),
+        "required_top_k_exact_truth": required_top_k(true_moe(params), fitted["over_valid"]),
+        "over_true_top_k": int(over["top_k"]),
         "density_exponent_theory": -0.5,
         "density_exponent_with_log": log_corrected_slope(params["sample_sizes"]),
         "parameter_exponent_exact_theory": -0.5,
@@ -217,12 +294,11 @@ def fit_top1(x: np.ndarray, y: np.ndarray, experts: int, params: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- top-2 fits
-def starts(params: dict, seeds: list[int], n: int, experts: int) -> np.ndarray:
+def starts(params: dict, seeds: list[int], n: int, experts: int, truth: dict) -> np.ndarray:
     """Fixed restart rule, (seeds, restarts, 5, k) for (beta1, beta0, a, b, log nu).
 
     Restart 0 duplicates true expert 1 (perturbed copy), restart 1 true expert 2, the rest
     are random."""
-    truth = true_moe(params)
     noise = float(params["init_noise"])
     out = np.empty((len(seeds), int(params["restarts"]), 5, experts))
     for si, s in enumerate(seeds):
@@ -267,9 +343,9 @@ def top_k_nll(theta, x, y, top_k: int, floor: float, gate_bound: float):
     return -torch.logsumexp(log_gate + log_expert, dim=-1).mean(-1)
 
 
-def fit_top_k_lbfgs(x, y, top_k: int, experts: int, params, seeds, n: int) -> list[dict]:
+def fit_top_k_lbfgs(x, y, top_k: int, experts: int, params, seeds, n: int, truth) -> list[dict]:
     """L-BFGS on the exact top-K likelihood, seeds x restarts batched; best restart per seed."""
-    init = starts(params, seeds, n, experts)
+    init = starts(params, seeds, n, experts, truth)
     s_count, r_count = init.shape[:2]
     floor, bound = float(params["variance_floor"]), float(params["gate_bound"])
     init[:, :, :2] = bound * np.arctanh(np.clip(init[:, :, :2] / bound, -0.99, 0.99))
@@ -311,13 +387,14 @@ def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str
     """Fit one setting at every n: arrays <field>__n<n>, shape (seeds, experts); on the CPU."""
     setting = params["settings"][point["setting"]]
     experts, top_k = int(setting["experts"]), int(setting["top_k"])
+    tag, truth = DATA_PREFIX[setting["truth"]], true_moe(params, setting["truth"])
     out = {}
     for n in params["sample_sizes"]:
-        x, y = np.asarray(data[f"x__n{n}"]), np.asarray(data[f"y__n{n}"])
+        x, y = np.asarray(data[f"x{tag}__n{n}"]), np.asarray(data[f"y{tag}__n{n}"])
         if top_k == 1:
             fits = [fit_top1(x[s], y[s], experts, params) for s in range(len(seeds))]
         else:
-            fits = fit_top_k_lbfgs(x, y, top_k, experts, params, seeds, n)
+            fits = fit_top_k_lbfgs(x, y, top_k, experts, params, seeds, n, truth)
         for field in ("beta1", "beta0", "a", "b", "nu"):
             out[f"{field}__n{n}"] = np.stack([f[field] for f in fits])
         out[f"top_k__n{n}"] = np.full(len(seeds), top_k)
@@ -348,10 +425,10 @@ def parameter_error(fit: dict, truth: dict, by_region: bool) -> float:
 
 
 def measure(data, runs: dict, points: dict, params: dict) -> dict:
-    truth = true_moe(params)
     seeds = len(np.asarray(data["seeds"]))
     out = {"sample_sizes": list(params["sample_sizes"])}
-    for name in params["settings"]:
+    for name, setting in params["settings"].items():
+        truth = true_moe(params, setting["truth"])
         run = runs[f"setting-{name}"]
         hell, perr = [], []  # (n, seeds)
         for n in params["sample_sizes"]:
@@ -386,6 +463,9 @@ def verdict(metrics: dict, theory: dict, params: dict) -> dict:
         "parameter_exponent_over_valid": slopes["over_valid", "parameter_error"],
         "hellinger_exponent_over_small": slopes["over_small", "hellinger"],
         "hellinger_ratio_small_over_valid": [float(v) for v in last_small / last_valid],
+        "hellinger_small_over_floor": [
+            float(v) for v in last_small / float(theory["top1_hellinger_floor"])
+        ],
         "density_exponent_theory": float(theory["density_exponent_theory"]),
         "density_exponent_with_log": float(theory["density_exponent_with_log"]),
     }
