@@ -60,8 +60,16 @@ def test_kill_minus_nine_during_training_then_resume(toy_project):
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: kill -9 takes every job with it
         )
-        # snakemake starts in ~1.5 s, generate ~1.5 s, then three 3 s trainings on 2 cores
-        time.sleep(rng.uniform(3.0, 8.5))
+        # Kill at a random point after the chain has started: from the generate job's start,
+        # at least two rounds of 3 s trainings (three on 2 cores) remain, so the run cannot have
+        # finished within 5 s of it, however fast the machine (a fixed sleep from launch could
+        # outlast the whole run on a quiet machine and test nothing).
+        generate_log = toy_project / "results/smoke/toy_mean/logs/generate.log"
+        deadline = time.monotonic() + 120
+        while not generate_log.exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 5.0))
+        assert run.poll() is None, f"trial {trial}: the run ended before the kill"
         os.killpg(run.pid, signal.SIGKILL)
         run.wait()
         # A hard kill leaves Snakemake's lock behind; the next run says so, and what the
