@@ -103,7 +103,7 @@ def test_lazy_trajectory_matches_parameter_space_sgd():
         if step in record:
             grads = claim.loss_derivative(f, y)[:, None] * phi
             expected_c.append(explicit_coherence(grads))
-            expected_a.append((np.sign(f) == y).mean())
+            expected_a.append((np.where(f >= 0, 1, -1) == y).mean())
         if step < steps:
             b = order[step]
             theta -= lr * (claim.loss_derivative(f[b], y[b])[:, None] * phi[b]).mean(0)
@@ -254,13 +254,13 @@ def test_data_shapes_and_batches(data):
     assert sorted(epoch) == list(range(PARAMS["n_train"]))
 
     # real labels are the mixture's side: the class means differ by about 2 mu (norm 6); the
-    # random labels' class means differ by noise alone
+    # random labels' class means differ only by chance
     def mean_gap(x, y):
         return np.linalg.norm(x[y > 0].mean(0) - x[y < 0].mean(0))
 
     for x, y_real, y_random in zip(data["x_train"], data["y_real"], data["y_random"], strict=True):
         assert 4 < mean_gap(x, y_real) < 8
-        assert mean_gap(x, y_random) < 3
+        assert mean_gap(x, y_random) < mean_gap(x, y_real) / 1.5
 
 
 def test_early_window_excludes_init():

@@ -161,7 +161,7 @@ def lazy_trajectory(kernel, y, order, lr: float, record) -> tuple[np.ndarray, np
     for step in range(len(order) + 1):
         if step in record:
             coherent.append(coherence_from_kernel(kernel, loss_derivative(f, y)))
-            correct.append((np.sign(f) == y).mean())
+            correct.append((predicted_label(f) == y).mean())
         if step == len(order):
             break
         batch = order[step]
@@ -253,9 +253,14 @@ def coherence(weights, x, y) -> np.ndarray:
     return together / per_example.sum(-1)
 
 
+def predicted_label(f):
+    """The class of an output: +1 where f >= 0 (so f = 0 exactly is a guess, not an error)."""
+    return np.where(f >= 0, 1.0, -1.0)
+
+
 def accuracy(weights, x, y) -> np.ndarray:
     _, f = forward(weights, x)
-    return (np.sign(f) == y).mean(-1)
+    return (predicted_label(f) == y).mean(-1)
 
 
 # ----------------------------------------------------------------------------- training
