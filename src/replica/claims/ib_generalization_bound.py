@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.special import ndtr
-from scipy.stats import spearmanr
 
 Z_DIM = 2  # the bottleneck's width before binning
 ADAM_BETAS = (0.9, 0.999)
@@ -175,7 +174,7 @@ def theory(data: dict[str, np.ndarray], params: dict) -> dict:
     exact = known_law_entropy(params, law_bins)
     estimates = [
         conditional_entropy_plugin(cells(z, law_bins), y, law_bins**2, c)
-        for z, y in zip(data["known_z"], data["known_y"])
+        for z, y in zip(data["known_z"], data["known_y"], strict=True)
     ]
     info_grid = np.linspace(0, 2 * np.log2(max(bins)), 50)
     return {
@@ -286,9 +285,12 @@ def measure(data, runs: dict, points: dict, params: dict) -> dict:
     n_seeds, n_test = len(data["y_train"]), params["n_test"]
     keys = ("train_error", "test_error", "gap", "info_bits", "ib_bound", "cell_bound")
     rows = {k: np.zeros((len(models(params)), n_seeds)) for k in keys}
-    for i, (width, bins) in enumerate(models(params)):
+    bottleneck = {}  # width -> Z on the training and test samples, encoded once per width
+    for width in params["widths"]:
         p = {k: run[f"{k}_{width}"] for k in ("w1", "b1", "w2", "b2")}
-        z_train, z_test = encode(p, data["x_train"])[1], encode(p, data["x_test"])[1]
+        bottleneck[width] = encode(p, data["x_train"])[1], encode(p, data["x_test"])[1]
+    for i, (width, bins) in enumerate(models(params)):
+        z_train, z_test = bottleneck[width]
         for s in range(n_seeds):
             cell_train, cell_test = cells(z_train[s], bins), cells(z_test[s], bins)
             y_train, y_test = data["y_train"][s], data["y_test"][s]
@@ -313,6 +315,8 @@ def measure(data, runs: dict, points: dict, params: dict) -> dict:
 def spearman_per_seed(values: np.ndarray, gaps: np.ndarray) -> list[float]:
     """Spearman correlation over models, one per seed; values (models,) or (models, seeds).
     A seed whose gaps are all equal counts 0 (no ordering)."""
+    from scipy.stats import spearmanr  # scipy.stats costs about a second to import: verdict only
+
     values = np.broadcast_to(np.asarray(values, dtype=float).reshape(len(gaps), -1), gaps.shape)
     out = []
     for s in range(gaps.shape[1]):
