@@ -196,9 +196,6 @@ def test_losses_are_label_free_and_zero_at_truth():
 
 
 def test_slopes_on_hand_made_inputs():
-    ns = [100, 400, 1600]
-    errs = np.array([[1.0, 2.0], [0.5, 2.0 / 4], [0.25, 2.0 / 16]])
-    assert claim.per_seed_slopes(ns, errs) == pytest.approx([-0.5, -1.0])
     n = np.array([1000.0, 16000.0])
     assert claim.log_corrected_slope(n) == pytest.approx(
         0.5 * np.log(np.log(n[1]) / n[1] / (np.log(n[0]) / n[0])) / np.log(16)

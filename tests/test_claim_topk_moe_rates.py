@@ -159,9 +159,6 @@ def test_parameter_error_and_slopes_on_hand_made_inputs():
     }  # expert 0 holds x < 0 (true expert 2), expert 1 holds x > 0 (true expert 1)
     assert claim.parameter_error(fit, truth, by_region=True) == pytest.approx(0.1)
     assert claim.parameter_error(fit, truth, by_region=False) == pytest.approx(0.1)
-    ns = [100, 400, 1600]
-    errs = np.array([[1.0, 2.0], [0.5, 2.0 / 4], [0.25, 2.0 / 16]])  # slopes -1/2 and -1
-    assert claim.per_seed_slopes(ns, errs) == pytest.approx([-0.5, -1.0])
     slope = claim.log_corrected_slope([500, 8000])
     expected = 0.5 * np.log(np.log(8000) / 8000 / (np.log(500) / 500)) / np.log(16)
     assert slope == pytest.approx(expected)

@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from replica.blocks.rates import per_seed_loglog_slopes
+
 FAMILY_OF_ARM = {"temperature": "linear", "activation": "tanh", "fixed_temperature": "linear"}
 # natural parameters, in this order everywhere: gate (beta_1, beta_0, tau), expert 1, expert 2
 NAMES = ("beta1", "beta0", "tau", "a1", "b1", "nu1", "a2", "b2", "nu2")
@@ -408,28 +410,21 @@ def measure(data, runs: dict, points: dict, params: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- verdict
-def per_seed_slopes(sample_sizes, errors) -> list[float]:
-    """Least-squares slope of log error against log n, one per seed (errors is (n, seeds))."""
-    logn = np.log(np.asarray(sample_sizes, float))
-    loge = np.log(np.maximum(np.asarray(errors, float), 1e-300))
-    return [float(v) for v in np.polyfit(logn, loge, 1)[0]]
-
-
 def verdict(metrics: dict, theory: dict, params: dict) -> dict:
     ns = metrics["sample_sizes"]
     temp, act, fixed = (metrics[a] for a in ("temperature", "activation", "fixed_temperature"))
     root_n = np.sqrt(float(ns[-1]))
     cr = theory["cramer_rao_loss_constant"]
     return {
-        "parameter_exponent_temperature": per_seed_slopes(ns, temp["parameter_loss"]),
-        "parameter_exponent_activation": per_seed_slopes(ns, act["parameter_loss"]),
-        "parameter_exponent_fixed_temperature": per_seed_slopes(ns, fixed["parameter_loss"]),
-        "identified_exponent_temperature": per_seed_slopes(ns, temp["identified_loss"]),
-        "hellinger_exponent_temperature": per_seed_slopes(ns, temp["hellinger"]),
-        "hellinger_exponent_activation": per_seed_slopes(ns, act["hellinger"]),
+        "parameter_exponent_temperature": per_seed_loglog_slopes(ns, temp["parameter_loss"]),
+        "parameter_exponent_activation": per_seed_loglog_slopes(ns, act["parameter_loss"]),
+        "parameter_exponent_fixed_temperature": per_seed_loglog_slopes(ns, fixed["parameter_loss"]),
+        "identified_exponent_temperature": per_seed_loglog_slopes(ns, temp["identified_loss"]),
+        "hellinger_exponent_temperature": per_seed_loglog_slopes(ns, temp["hellinger"]),
+        "hellinger_exponent_activation": per_seed_loglog_slopes(ns, act["hellinger"]),
         # reported, not gated (added after the first quick run): the temperature's own error
-        "tau_exponent_temperature": per_seed_slopes(ns, temp["tau_error"]),
-        "tau_exponent_activation": per_seed_slopes(ns, act["tau_error"]),
+        "tau_exponent_temperature": per_seed_loglog_slopes(ns, temp["tau_error"]),
+        "tau_exponent_activation": per_seed_loglog_slopes(ns, act["tau_error"]),
         # measured loss at the largest n over the Cramer-Rao prediction (reported, not gated)
         "cramer_rao_ratio_activation": [
             float(v) for v in np.asarray(act["parameter_loss"][-1]) * root_n / cr["activation"]

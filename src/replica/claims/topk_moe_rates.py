@@ -40,6 +40,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from replica.blocks.rates import per_seed_loglog_slopes
+
 
 # ----------------------------------------------------------------------------- the model
 def top_k_weights(logits: np.ndarray, top_k: int) -> np.ndarray:
@@ -440,17 +442,10 @@ def measure(data, runs: dict, points: dict, params: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- verdict
-def per_seed_slopes(sample_sizes, errors) -> list[float]:
-    """Least-squares slope of log error against log n, one per seed (errors is (n, seeds))."""
-    logn = np.log(np.asarray(sample_sizes, float))
-    loge = np.log(np.maximum(np.asarray(errors, float), 1e-300))
-    return [float(v) for v in np.polyfit(logn, loge, 1)[0]]
-
-
 def verdict(metrics: dict, theory: dict, params: dict) -> dict:
     ns = metrics["sample_sizes"]
     slopes = {
-        (name, kind): per_seed_slopes(ns, metrics[name][kind])
+        (name, kind): per_seed_loglog_slopes(ns, metrics[name][kind])
         for name in ("exact", "over_valid", "over_small")
         for kind in ("hellinger", "parameter_error")
     }
