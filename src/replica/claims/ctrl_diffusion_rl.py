@@ -44,7 +44,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy.special import log_ndtr, ndtr
-from scipy.stats import multivariate_normal
 
 from replica import runtime
 from replica.blocks.optim import Adam
@@ -178,6 +177,9 @@ def label_marginal(law: GaussianMixture, w, b) -> float:
 def conditional_class_rate(law: GaussianMixture, w, b) -> float:
     """E[Phi(w . x + b) | y = 1] = E_pre[Phi^2] / p(y = 1); per mode z = w . x + b ~ N(m, t^2) and
     E Phi(z)^2 = P(A_1 <= z, A_2 <= z) = BVN(m / sqrt(1 + t^2), same; rho = t^2 / (1 + t^2))."""
+    # scipy.stats here, not at import: it probes torch, which verdict jobs must not load
+    from scipy.stats import multivariate_normal
+
     t2 = law.covs[0, 0, 0] * (w @ w)
     rho = t2 / (1 + t2)
     bvn = multivariate_normal(mean=[0, 0], cov=[[1, rho], [rho, 1]])
