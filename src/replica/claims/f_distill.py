@@ -32,9 +32,10 @@ as one batch of students; the noise draws of a seed are shared by its divergence
 
 Measure. The student's minor-mode mass Phi(-mu / s) (its probability of x < 0) and its scale s.
 
-Controls. The density-ratio weighting removed (h = 1, the VSD arm): the minor mode is dropped.
-A unimodal teacher with the same mean and variance (the minor mode removed): the student can
-match it exactly, so the Jensen-Shannon and reverse-KL students must coincide.
+Ablation. The density-ratio weighting removed (h = 1, the VSD arm): the minor mode is dropped.
+Precondition. A unimodal teacher with the same mean and variance: the student can match it
+exactly, so with exact ratios every divergence has the same minimiser and the Jensen-Shannon and
+reverse-KL students coincide unless the batch normalisation of h biases them.
 """
 
 from __future__ import annotations
@@ -78,15 +79,23 @@ def teacher_log_density_and_score(teacher: dict, x: np.ndarray, sigma) -> tuple:
     (x + sigma eps): components keep their means, variances become sd^2 + sigma^2;
     sigma broadcasts against x."""
     var = teacher["sd"] ** 2 + np.asarray(sigma) ** 2
-    diff = x[..., None] - teacher["means"]  # (..., K)
-    log_comp = (
-        np.log(teacher["weights"]) - 0.5 * diff**2 / var[..., None] - 0.5 * np.log(var)[..., None]
-    ) - 0.5 * LOG_2PI
-    top = log_comp.max(-1, keepdims=True)
-    comp = np.exp(log_comp - top)
-    total = comp.sum(-1)
-    log_p = top[..., 0] + np.log(total)
-    score = -(comp * diff).sum(-1) / total / var
+    # A loop over the few components, not a (..., K) array: numpy reduces a length-2 last axis
+    # slowly, and summing K < 8 terms in order is what its reduction does, to the bit.
+    diffs = [x - mean for mean in teacher["means"]]
+    log_comps = [
+        (np.log(w) - 0.5 * diff**2 / var - 0.5 * np.log(var)) - 0.5 * LOG_2PI
+        for w, diff in zip(teacher["weights"], diffs, strict=True)
+    ]
+    top = log_comps[0]
+    for log_comp in log_comps[1:]:
+        top = np.maximum(top, log_comp)
+    comps = [np.exp(log_comp - top) for log_comp in log_comps]
+    total, weighted = comps[0], comps[0] * diffs[0]
+    for comp, diff in zip(comps[1:], diffs[1:], strict=True):
+        total = total + comp
+        weighted = weighted + comp * diff
+    log_p = top + np.log(total)
+    score = -weighted / total / var
     return log_p, score
 
 
