@@ -157,11 +157,47 @@ def test_citation_cff_lists_every_claim_paper():
     assert committed == citation.render(), "regenerate: python -m replica.citation > CITATION.cff"
 
 
-def test_shared_blocks_are_inputs_of_the_claims_that_use_them():
+def test_shared_blocks_are_sources_of_the_claims_that_use_them():
     """A claim importing a block re-runs when the block is edited (module sources follow it)."""
     blocks = registry.SRC_DIR / "replica" / "blocks"
     assert blocks / "signal_noise.py" in registry.module_sources("benign_overfit_trainable_cnn")
     assert blocks / "margins.py" in registry.module_sources("adam_linf_margin")
+
+
+def test_sources_digest_follows_every_source_and_not_the_checkout(tmp_path):
+    """The compute rules' sources param: the same in two checkouts of the same code (so they
+    share the training cache), changed by an edit to a block the claim imports or to the step
+    driver, and not by an edit to a block it does not import."""
+    import subprocess
+    import sys
+
+    from conftest import copy_project
+
+    driver = ("src/replica/steps.py", "src/replica/runtime.py")
+
+    def digest(project):
+        files = tuple(str(project / d) for d in driver)
+        code = (
+            "from replica import registry; "
+            f"print(registry.sources_digest('adam_linf_margin', {files}))"
+        )
+        env = {"PYTHONPATH": str(project / "src"), "PATH": ""}
+        return subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    first, second = copy_project(tmp_path / "a"), copy_project(tmp_path / "b")
+    original = digest(first)
+    assert len(original) == 64 and digest(second) == original
+    blocks = second / "src/replica/blocks"
+    (blocks / "signal_noise.py").write_text((blocks / "signal_noise.py").read_text() + "\n# x\n")
+    assert digest(second) == original, "adam_linf_margin does not import signal_noise"
+    (blocks / "margins.py").write_text((blocks / "margins.py").read_text() + "\n# x\n")
+    edited_block = digest(second)
+    assert edited_block != original
+    steps = second / "src/replica/steps.py"
+    steps.write_text(steps.read_text() + "\n# x\n")
+    assert digest(second) not in (original, edited_block)
 
 
 def test_shared_blocks_know_nothing_of_the_workflow_engine():

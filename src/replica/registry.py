@@ -342,6 +342,26 @@ def module_sources(slug: str) -> tuple[Path, ...]:
 
 
 @cache
+def sources_digest(slug: str, driver: tuple[str, ...] = ()) -> str:
+    """sha256 over the claim's module sources and the step driver files (paths relative to the
+    checkout, so two checkouts of the same code agree): one value per claim that stands for
+    all of them. The compute rules take it as a param, not the files as inputs, so an edit
+    still re-runs exactly the claims that use the file and changes the training cache key,
+    while the DAG checks one value per job instead of a dozen files (~7000 at 120 claims)."""
+    digest = hashlib.sha256()
+    for path in sorted({*module_sources(slug), *(Path(p) for p in driver)}):
+        name = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+        digest.update(f"{name}\0".encode() + _file_digest(path) + b"\0")
+    return digest.hexdigest()
+
+
+@cache
+def _file_digest(path: Path) -> bytes:
+    """One hash per file and process: the shared modules are read once, not once a claim."""
+    return hashlib.sha256(path.read_bytes()).digest() if path.exists() else b"missing"
+
+
+@cache
 def _checked_source(path: Path) -> str:
     """The module's text, after a syntax check that costs nothing when Python's bytecode cache
     already holds this version of the file (the jobs' imports keep it fresh)."""

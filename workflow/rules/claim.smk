@@ -5,8 +5,6 @@ rule generate:
     """The synthetic data, then the theory's prediction for it: both depend only on the data
     distribution and the settings, and are always re-run together (one process, not two).
     """
-    input:
-        sources=claim_sources,
     output:
         data=f"{RESULTS}/data.npz",
         theory=f"{RESULTS}/theory.json",
@@ -22,6 +20,7 @@ rule generate:
     params:
         scale=SCALE,
         settings=scale_settings,
+        sources=claim_sources_digest,
         base_seed=CONFIG["base_seed"],
     shell:
         "python -m replica generate {wildcards.slug} --scale {params.scale} "
@@ -32,7 +31,6 @@ rule generate:
 rule train:
     input:
         data=f"{RESULTS}/data.npz",
-        sources=claim_sources,
     output:
         f"{RESULTS}/train/{{point}}.npz",
     log:
@@ -51,6 +49,7 @@ rule train:
     params:
         scale=SCALE,
         settings=scale_settings,
+        sources=claim_sources_digest,
         base_seed=CONFIG["base_seed"],
         device=CONFIG["device"],
         # The cache key hashes params and inputs but not wildcards: without this, every grid
@@ -69,7 +68,6 @@ rule verdict:
         data=f"{RESULTS}/data.npz",
         runs=train_outputs,
         theory=f"{RESULTS}/theory.json",
-        sources=claim_sources,
         code=code("verdicts.py"),
     output:
         metrics=f"{RESULTS}/metrics.json",
@@ -93,6 +91,7 @@ rule verdict:
     params:
         scale=SCALE,
         settings=scale_settings,
+        sources=claim_sources_digest,
         base_seed=CONFIG["base_seed"],
         checks=verdict_settings,
     shell:
