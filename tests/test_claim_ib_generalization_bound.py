@@ -1,7 +1,8 @@
 """Tests of the ib_generalization_bound claim: the binning estimator against scipy and a
 brute-force count, the known law's exact entropy against Monte Carlo, the bounds against their
 inequalities and a brute force over every head, the encoder's gradients against finite
-differences, and the measurements on hand-made inputs."""
+differences, the ablation's nearest-neighbour head against a k-d tree, the ablation's ceiling
+against a brute force over every order of the widths, and the measurements on hand-made inputs."""
 
 import itertools
 
@@ -131,6 +132,48 @@ def test_spearman_per_seed_matches_scipy_and_ties():
     assert claim.spearman_per_seed(np.arange(9.0), np.zeros((9, 1))) == [0.0]
 
 
+def test_nearest_neighbour_labels_against_kd_tree():
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(7)
+    z_ref, z_query = rng.uniform(-1, 1, (150, 2)), rng.uniform(-1, 1, (5000, 2))
+    y_ref = rng.integers(0, 4, 150)
+    _, index = cKDTree(z_ref).query(z_query, k=1)
+    assert np.array_equal(claim.nearest_neighbour_labels(z_query, z_ref, y_ref), y_ref[index])
+
+
+def test_nearest_neighbour_ties_and_unbinned_errors_by_hand():
+    z_train = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]])  # a duplicate with another label
+    y_train = np.array([2, 0, 1])
+    z_test = np.array([[0.1, 0.0], [0.9, 0.9], [0.6, 0.6]])
+    y_test = np.array([2, 0, 1])
+    # ties go to the lowest reference index: both copies of (0, 0) predict label 2
+    assert claim.nearest_neighbour_labels(z_train, z_train, y_train).tolist() == [2, 2, 1]
+    train_error, test_error = claim.unbinned_errors(z_train, z_test, y_train, y_test)
+    assert train_error == pytest.approx(1 / 3)
+    assert test_error == pytest.approx(1 / 3)  # (0.9, 0.9) -> 1, wrong; the others right
+
+
+def test_rho_ceiling_brute_force_over_width_orders():
+    """The ceiling equals the largest Spearman correlation over every order of the widths of a
+    gap constant within a width, and bounds every such gap's correlation in absolute value."""
+    rng = np.random.default_rng(8)
+    widths, bins = [4, 8, 16, 32], 3
+    groups = np.repeat(widths, bins)
+    values = (
+        rng.standard_normal((len(groups), 3)) + 0.7 * np.repeat(rng.standard_normal(4), 3)[:, None]
+    )
+    ceiling = claim.rho_ceiling(values, groups)
+    for s in range(values.shape[1]):
+        best = -1.0
+        for order in itertools.permutations(range(len(widths))):
+            gap = np.repeat(np.asarray(order, dtype=float), bins)
+            rho = spearmanr(gap, values[:, s]).statistic
+            best = max(best, rho)
+            assert abs(rho) <= ceiling[s] + 1e-12
+        assert ceiling[s] == pytest.approx(best)
+
+
 def test_chain_runs_on_a_small_problem():
     seeds = [0, 1]
     data = claim.generate(PARAMS, seeds)
@@ -139,6 +182,13 @@ def test_chain_runs_on_a_small_problem():
     metrics = claim.measure(data, {"arm=bottleneck": run}, {}, PARAMS)
     stats = claim.verdict(metrics, th, PARAMS)
     assert len(stats["spearman_gap_ib"]) == 2
+    assert len(stats["spearman_unbinned_gap_ib"]) == len(stats["unbinned_rho_ceiling"]) == 2
+    unbinned = np.asarray(metrics["unbinned_gap"]).reshape(2, 2, 2)  # (widths, bins, seeds)
+    assert np.array_equal(unbinned[:, 0], unbinned[:, 1])  # the ablation's head ignores the bins
+    assert np.all(
+        np.abs(stats["spearman_unbinned_gap_ib"])
+        <= np.asarray(stats["unbinned_rho_ceiling"]) + 1e-12
+    )
     gap = np.asarray(metrics["gap"])
     assert gap.shape == (4, 2)
     assert np.all(
