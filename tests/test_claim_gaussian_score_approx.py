@@ -125,6 +125,56 @@ def test_edm_denoiser_is_identity_at_zero_noise_and_loss_matches_definition():
     assert torch.allclose(loss, direct / c_out**2, rtol=1e-5)
 
 
+def test_memorisation_probe_orders_the_empirical_optimum_below_the_law():
+    """The probe's two reference losses: the exact empirical denoiser is the optimum of the
+    weighted DSM loss on its own training points, so on a large probe it beats the law's
+    denoiser; the weighted loss matches edm_loss's definition, and a perfect denoiser scores 0."""
+    params = {**PARAMS, "low_factor": 0.2, "memorise_probe_noise": 2000}
+    train = LAW.sample(6, np.random.default_rng(3))
+    scale = claim.sigma_rms(LAW)
+    probe = claim.memorisation_probe(LAW, train, scale, params)
+    assert probe["probe_clean"].shape == (6 * 2000, 4)
+    assert 0 < probe["probe_loss_empirical"] < probe["probe_loss_population"]
+    x0 = probe["probe_clean"]
+    assert claim.weighted_dsm_loss(x0, x0, 0.3, scale) == 0.0
+    sigma, off = 0.3, np.full_like(x0, 0.1)
+    c_out = sigma * scale / np.sqrt(sigma**2 + scale**2)
+    assert claim.weighted_dsm_loss(x0 + off, x0, sigma, scale) == pytest.approx(0.01 / c_out**2)
+
+
+def test_memorising_arm_stops_at_the_criterion_or_the_cap():
+    """A criterion already met trains nothing; an unreachable one spends exactly the cap."""
+    params = {
+        **PARAMS,
+        "n_train": 50,
+        "n_memorise": 4,
+        "n_eval": 8,
+        "sigma_factors": [0.2, 1.0],
+        "high_factors": [1.0],
+        "low_factor": 0.2,
+        "mid_factor": 1.0,
+        "memorise_probe_noise": 8,
+        "embed": 4,
+        "batch": 8,
+        "lr": 0.001,
+        "train_log_sigma_mean": 0.0,
+        "train_log_sigma_std": 1.0,
+        "memorise_check_every": 3,
+        "memorise_max_extra_steps": 7,
+    }
+    data = claim.generate(params, [0, 1])
+    net = claim.init_mlp([4 + 4, 8, 4], [0, 1], len(claim.ARMS))
+    gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    _, extra, excess = claim.train_memorising_arm(
+        net, data, {**params, "memorise_criterion": 1e9}, gens
+    )
+    assert extra == 0 and excess.shape == (2,)
+    _, extra, _ = claim.train_memorising_arm(
+        net, data, {**params, "memorise_criterion": -1e9}, gens
+    )
+    assert extra == 7
+
+
 def test_verdict_on_hand_made_runs():
     """Nets that are exactly the data-law score (generalise) and the delta score (memorise):
     the statistics equal the theory's."""
@@ -142,13 +192,21 @@ def test_verdict_on_hand_made_runs():
         "sigma_min_factor": 0.01,
         "teleport_fractions": [0.2, 0.6],
         "teleport_samples": 8,
+        "memorise_probe_noise": 4,
     }
     data = claim.generate(params, [0, 1])
     th = claim.theory(data, params)
     refs = data["reference_scores"]  # (arms, refs, n_sigma, n, d)
     as_net = np.stack([refs[0, 1], refs[1, 2]])  # generalise = mixture, memorise = delta
     net = np.stack([np.stack([as_net, as_net], 1)] * 2)  # (S, arms, times, n_sigma, n, d)
-    runs = {"arms-generalise_memorise": {"net_scores": net, "loss": np.zeros((10, 2, 2))}}
+    runs = {
+        "arms-generalise_memorise": {
+            "net_scores": net,
+            "loss": np.zeros((10, 2, 2)),
+            "memorise_extra_steps": 0,
+            "memorise_probe_excess": np.array([0.1, 0.2]),
+        }
+    }
     metrics = claim.measure(data, runs, {}, params)
     st = claim.verdict(metrics, th, params)
     assert st["fve_gauss_high_noise"] == pytest.approx([th["fve_gauss_high_noise_theory"]] * 2)
@@ -159,6 +217,7 @@ def test_verdict_on_hand_made_runs():
         [th["memorised_gmm_minus_delta_low_noise_theory"]] * 2
     )
     assert st["early_minus_final_fve_gauss_mid"] == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert st["memorise_probe_excess"] == [0.1, 0.2] and st["memorise_extra_steps"] == 0
     assert (
         th["memorised_gmm_minus_delta_low_noise_theory"]
         < 0
