@@ -49,6 +49,7 @@ def test_kill_minus_nine_during_training_then_resume(toy_project):
     expected = (toy_project / "results/smoke/toy_mean/metrics.json").read_text()
     rng = random.Random(5)
     env = dict(os.environ, PYTHONPATH=str(toy_project / "src"))
+    finished_before_kill = 0
     for trial in range(5):
         for built in ("results", "figures"):
             shutil.rmtree(toy_project / built)
@@ -75,13 +76,20 @@ def test_kill_minus_nine_during_training_then_resume(toy_project):
         # A hard kill leaves Snakemake's lock behind; the next run says so, and what the
         # README (and make gallery, which holds its own lock) does next completes the run.
         stale = snakemake(toy_project, *SMOKE)
-        assert stale.returncode != 0 and "--unlock" in stale.stderr
-        assert snakemake(toy_project, "--unlock", *SMOKE).returncode == 0
-        resumed = snakemake(toy_project, *SMOKE)
-        assert resumed.returncode == 0, (trial, resumed.stderr[-3000:])
+        if stale.returncode == 0 and "Nothing to be done" in stale.stdout + stale.stderr:
+            # The kill landed after the run's last job (seen once, in a make test on a machine
+            # loaded by other builds; why the run got that far in 5 s is not understood): then
+            # the run must be complete and correct, and most trials must still be real kills.
+            finished_before_kill += 1
+        else:
+            assert stale.returncode != 0 and "--unlock" in stale.stderr
+            assert snakemake(toy_project, "--unlock", *SMOKE).returncode == 0
+            resumed = snakemake(toy_project, *SMOKE)
+            assert resumed.returncode == 0, (trial, resumed.stderr[-3000:])
         assert (toy_project / "results/smoke/toy_mean/metrics.json").read_text() == expected
         assert _verdict(toy_project)["status"] == "replicated"
         _no_leftovers(toy_project)
+    assert finished_before_kill <= 2, "most kills must land mid-run, or the test tests nothing"
 
 
 def test_divergence_becomes_an_error_verdict(toy_project):
