@@ -43,7 +43,6 @@ with few kinks, so the multiplicative advantage should vanish or reverse.
 
 from __future__ import annotations
 
-import ctypes
 import math
 
 import numpy as np
@@ -219,26 +218,6 @@ def adam_train(models: list, sample_batch, steps: int, lr: float) -> list:
     return losses
 
 
-# glibc's mallopt parameters (malloc.h) and its defaults
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-HEAP_THRESHOLD = 64 * 1024 * 1024
-
-
-def heap_allocations() -> bool:
-    """Serve the training loop's temporaries (a few hundred kB each, allocated afresh every
-    step) from the reused heap rather than from new mmap pages, whose page faults dominated the
-    step time on the 2-core VM (profiled: a 40k-element `h @ w + b` took 10x its matmul). Set
-    for the rest of the process (a train job is one process); changes no arithmetic. False,
-    and nothing done, where glibc's mallopt is not available."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, HEAP_THRESHOLD)) and bool(
-        mallopt(M_TRIM_THRESHOLD, 4 * HEAP_THRESHOLD)
-    )
-
-
 # ----------------------------------------------------------------------------- data
 def generate(params: dict, seeds: list[int]) -> dict[str, np.ndarray]:
     """Per dimension and seed: the target's frequencies, phases and amplitudes (shared by the
@@ -333,7 +312,6 @@ def theory(data: dict[str, np.ndarray], params: dict) -> dict:
 def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str, np.ndarray]:
     """One (target, dimension): both architectures at every budget, seeds as one batch.
     Returns the relative test MSE per architecture, (S, budgets)."""
-    heap_allocations()
     kind, dim, depth = point["target"], int(point["dim"]), params["depth"]
     n_seeds, batch = len(seeds), params["batch"]
     x_test = data[f"x_test_d{dim}"]
