@@ -134,7 +134,8 @@ def sample_rows(sampler: str, gen: torch.Generator, s: int, n: int, r: int, devi
 
 
 def skew(m: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (m - m.transpose(-1, -2))
+    # the halving in place: one (S, r, r) temporary instead of two (the same products)
+    return (m - m.transpose(-1, -2)).mul_(0.5)
 
 
 def rows_of(mat: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -172,8 +173,8 @@ def ratio_draws(g, x, sampler: str, r: int, draws: int, gen, chunk: int) -> np.n
             rows = sample_rows(sampler, gen, s * c, n, r, x.device)
             flat = (rows.reshape(s, c * r) + n * torch.arange(s, device=x.device)[:, None]).view(-1)
             pg, px = (m.reshape(s * n, p).index_select(0, flat).view(s * c, r, p) for m in (g, x))
-        block = sub_gradient(pg, px)
-        out.append((block**2).sum((-1, -2)).reshape(s, c) / omega_sq[:, None])
+        block = sub_gradient(pg, px).square_()  # in place: the block is not needed after
+        out.append(block.sum((-1, -2)).reshape(s, c) / omega_sq[:, None])
     vals = torch.cat(out, 1).cpu().numpy()
     std = vals.std(1, ddof=1) if draws > 1 else np.zeros(s)
     return np.stack([vals.mean(1), std, np.full(s, draws)], axis=1)
