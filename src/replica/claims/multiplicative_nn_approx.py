@@ -121,59 +121,100 @@ def forward(params: list, x: np.ndarray, arch: str):
     """Network outputs (B, n) and the per-layer (input, pre-activation) for backpropagation."""
     h, cache = x, []
     for w, b in zip(params[:-2:2], params[1:-2:2], strict=True):
-        z = h @ w + b
+        z = h @ w
+        z += b  # in place: no second (networks, n, width) temporary
         cache.append((h, z))
         if arch == "multiplicative":
             half = z.shape[-1] // 2
             h = z[..., :half] * z[..., half:]  # the product gate
         else:
             h = np.maximum(z, 0)
-    out = h @ params[-2] + params[-1]
+    out = h @ params[-2]
+    out += params[-1]
     return out[..., 0], cache, h
 
 
-def loss_and_gradients(params: list, x: np.ndarray, y: np.ndarray, arch: str):
-    """Mean squared error per network (B,) and its gradient in every parameter."""
+def loss_and_gradients(params: list, x: np.ndarray, y: np.ndarray, arch: str, grads=None):
+    """Mean squared error per network (B,) and its gradient in every parameter. With `grads`
+    (arrays shaped like params, e.g. views of one flat buffer) the gradients are written there."""
     out, cache, h_last = forward(params, x, arch)
     residual = (out - y)[..., None]  # (B, n, 1)
     grad_out = 2 * residual / x.shape[-2]
-    grads = [None] * len(params)
-    grads[-2] = np.swapaxes(h_last, -1, -2) @ grad_out
-    grads[-1] = grad_out.sum(-2, keepdims=True)
+    if grads is None:
+        grads = [np.empty_like(p) for p in params]
+    np.matmul(np.swapaxes(h_last, -1, -2), grad_out, out=grads[-2])
+    grad_out.sum(-2, keepdims=True, out=grads[-1])
     grad_h = grad_out @ np.swapaxes(params[-2], -1, -2)
     for layer in reversed(range(len(cache))):
         h_in, z = cache[layer]
         if arch == "multiplicative":
             half = z.shape[-1] // 2
-            grad_z = np.concatenate([grad_h * z[..., half:], grad_h * z[..., :half]], axis=-1)
+            grad_z = np.empty_like(z)
+            np.multiply(grad_h, z[..., half:], out=grad_z[..., :half])
+            np.multiply(grad_h, z[..., :half], out=grad_z[..., half:])
         else:
             grad_z = grad_h * (z > 0)
-        grads[2 * layer] = np.swapaxes(h_in, -1, -2) @ grad_z
-        grads[2 * layer + 1] = grad_z.sum(-2, keepdims=True)
+        np.matmul(np.swapaxes(h_in, -1, -2), grad_z, out=grads[2 * layer])
+        grad_z.sum(-2, keepdims=True, out=grads[2 * layer + 1])
         if layer > 0:
             grad_h = grad_z @ np.swapaxes(params[2 * layer], -1, -2)
     return (residual[..., 0] ** 2).mean(-1), grads
 
 
+def flat_views(arrays: list) -> tuple[np.ndarray, list]:
+    """One contiguous buffer holding copies of `arrays`, and views of it shaped like them (an
+    elementwise update of the buffer updates every array, in one numpy call instead of one per
+    array)."""
+    flat = np.empty(sum(a.size for a in arrays))
+    views, offset = [], 0
+    for a in arrays:
+        view = flat[offset : offset + a.size].reshape(a.shape)
+        view[...] = a
+        views.append(view)
+        offset += a.size
+    return flat, views
+
+
 def adam_train(models: list, sample_batch, steps: int, lr: float) -> list:
     """Adam with a cosine learning-rate decay to 0 for several batches of networks at once,
     models = [(params, arch), ...], all on the same fresh batch (x, y) every step.
-    Returns the loss of the last batch per model, each (networks,)."""
+    Returns the loss of the last batch per model, each (networks,). Each model's parameters
+    become views of one flat buffer (updated in place, the list itself is kept), so Adam's
+    elementwise rule runs once per model and step, in the same operation order per element."""
     beta1, beta2 = ADAM_BETAS
-    first = [[np.zeros_like(p) for p in params] for params, _ in models]
-    second = [[np.zeros_like(p) for p in params] for params, _ in models]
+    state = []
+    for params, _ in models:
+        flat, views = flat_views(params)
+        params[:] = views
+        grad_flat, grads = flat_views(params)
+        state.append((flat, grad_flat, grads, np.zeros_like(flat), np.zeros_like(flat)))
+    scratch = np.empty(max(s[0].size for s in state))
+    scratch2 = np.empty_like(scratch)
     losses = [None] * len(models)
     for step in range(1, steps + 1):
         x, y = sample_batch(step)
         rate = lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / steps))
+        c1, c2 = 1 - beta1**step, 1 - beta2**step
         for i, (params, arch) in enumerate(models):
-            losses[i], grads = loss_and_gradients(params, x, y, arch)
-            for p, g, m, v in zip(params, grads, first[i], second[i], strict=True):
-                m *= beta1
-                m += (1 - beta1) * g
-                v *= beta2
-                v += (1 - beta2) * g * g
-                p -= rate * (m / (1 - beta1**step)) / (np.sqrt(v / (1 - beta2**step)) + ADAM_EPS)
+            p, g, grads, m, v = state[i]
+            losses[i], _ = loss_and_gradients(params, x, y, arch, grads)
+            t, u = scratch[: p.size], scratch2[: p.size]
+            # m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g g
+            m *= beta1
+            np.multiply(g, 1 - beta1, out=t)
+            m += t
+            v *= beta2
+            np.multiply(g, 1 - beta2, out=t)
+            t *= g
+            v += t
+            # p -= rate (m / c1) / (sqrt(v / c2) + eps)
+            np.divide(m, c1, out=t)
+            t *= rate
+            np.divide(v, c2, out=u)
+            np.sqrt(u, out=u)
+            u += ADAM_EPS
+            t /= u
+            p -= t
     return losses
 
 

@@ -134,7 +134,8 @@ def sample_rows(sampler: str, gen: torch.Generator, s: int, n: int, r: int, devi
 
 
 def skew(m: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (m - m.transpose(-1, -2))
+    # the halving in place: one (S, r, r) temporary instead of two (the same products)
+    return (m - m.transpose(-1, -2)).mul_(0.5)
 
 
 def rows_of(mat: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -172,11 +173,27 @@ def ratio_draws(g, x, sampler: str, r: int, draws: int, gen, chunk: int) -> np.n
             rows = sample_rows(sampler, gen, s * c, n, r, x.device)
             flat = (rows.reshape(s, c * r) + n * torch.arange(s, device=x.device)[:, None]).view(-1)
             pg, px = (m.reshape(s * n, p).index_select(0, flat).view(s * c, r, p) for m in (g, x))
-        block = sub_gradient(pg, px)
-        out.append((block**2).sum((-1, -2)).reshape(s, c) / omega_sq[:, None])
+        out.append(block_norms(pg, px).reshape(s, c) / omega_sq[:, None])
     vals = torch.cat(out, 1).cpu().numpy()
     std = vals.std(1, ddof=1) if draws > 1 else np.zeros(s)
     return np.stack([vals.mean(1), std, np.full(s, draws)], axis=1)
+
+
+# elements of the r x r blocks formed at once: a few hundred KiB, cache-resident (a chunk of
+# 4000 blocks of 50 x 50 at once is 80 MB per temporary, and memory-bound)
+BLOCK_ELEMENTS = 2**16
+
+
+def block_norms(pg: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
+    """||sub_gradient(pg, px)||^2 per draw, (D,), a slice of draws at a time: each draw's block
+    and its sum are computed exactly as for all draws at once (the same numbers)."""
+    size = max(1, BLOCK_ELEMENTS // (pg.shape[1] ** 2))
+    return torch.cat(
+        [
+            sub_gradient(pg[i : i + size], px[i : i + size]).square_().sum((-1, -2))
+            for i in range(0, pg.shape[0], size)
+        ]
+    )
 
 
 def haar_rows_of(gen, g, x, c: int, r: int):
