@@ -277,6 +277,20 @@ def cosine_lr(step: int, params: dict) -> float:
     return params["lr"] * 0.5 * (1 + math.cos(math.pi * step / params["steps"]))
 
 
+def seed_draws(gens, batch: int, d: int):
+    """One step's draws per seed, from its own generator: index uniforms (S, B), log-sigma
+    normals (S, B, 1) and noise (S, B, d)."""
+    draws = [
+        (
+            torch.rand(batch, generator=g),
+            torch.randn(batch, 1, generator=g),
+            torch.randn(batch, d, generator=g),
+        )
+        for g in gens
+    ]
+    return tuple(torch.stack(draw) for draw in zip(*draws, strict=True))
+
+
 def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str, np.ndarray]:
     """Both arms in one loop: the (seed, arm) models of one batched MLP, Adam
     (`replica.blocks.optim.Adam`) with cosine-decayed step size, CPU float32. Within a seed both
@@ -302,20 +316,8 @@ def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str
             scores["early"] = _eval_scores(net, data, scale, n_feat)
         if step == params["steps"]:
             break
-        u, log_sigma, noise = (
-            torch.stack(draw).repeat_interleave(n_arms, 0)  # (M, B, ...): arms share draws
-            for draw in zip(
-                *[
-                    (
-                        torch.rand(batch, generator=g),
-                        torch.randn(batch, 1, generator=g),
-                        torch.randn(batch, d, generator=g),
-                    )
-                    for g in gens
-                ],
-                strict=True,
-            )
-        )
+        # (M, B, ...): the arms of a seed share its draws
+        u, log_sigma, noise = (a.repeat_interleave(n_arms, 0) for a in seed_draws(gens, batch, d))
         x0 = pool[starts + (u * sizes).long()]
         sigma = scale * torch.exp(
             params["train_log_sigma_mean"] + params["train_log_sigma_std"] * log_sigma
@@ -370,20 +372,7 @@ def train_memorising_arm(net, data, params: dict, gens) -> tuple[list, int, np.n
     excess = probe_excess(mem, data, scale, n_feat)
     while extra < cap and excess.max() > params["memorise_criterion"]:
         for _ in range(min(every, cap - extra)):
-            u, log_sigma, noise = (
-                torch.stack(draw)
-                for draw in zip(
-                    *[
-                        (
-                            torch.rand(batch, generator=g),
-                            torch.randn(batch, 1, generator=g),
-                            torch.randn(batch, d, generator=g),
-                        )
-                        for g in gens
-                    ],
-                    strict=True,
-                )
-            )
+            u, log_sigma, noise = seed_draws(gens, batch, d)
             x0 = points[(u * len(points)).long()]
             sigma = scale * torch.exp(
                 params["train_log_sigma_mean"] + params["train_log_sigma_std"] * log_sigma
