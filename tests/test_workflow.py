@@ -161,10 +161,17 @@ def test_snakemake_lint_is_clean(toy_project):
     assert "Congratulations" in out.stdout + out.stderr
 
 
+@pytest.mark.parametrize("warm", [False, True], ids=["own_kernel", "warm_kernel"])
 def test_a_hung_notebook_cell_times_out_into_an_error_card(
-    built_toy_project, tmp_path, monkeypatch
+    built_toy_project, tmp_path, monkeypatch, capfd, warm
 ):
+    from test_warm import WARM_LINE, start_worker_for
+
     from replica import notebooks, runtime
+
+    if warm:  # the kernel forks from the warm worker (nbclient interrupts, then kills it)
+        start_worker_for(built_toy_project)
+        monkeypatch.setenv("REPLICA_WARM_WORKER", "1")
 
     project = built_toy_project  # read only: the hung notebook is a copy in tmp_path
     nb = json.loads((project / "notebooks/toy_mean.ipynb").read_text())
@@ -189,6 +196,7 @@ def test_a_hung_notebook_cell_times_out_into_an_error_card(
     assert time.monotonic() - started < 120
     error = runtime.read_json(tmp_path / "nb.ipynb")["metadata"]["replica"]["error"]
     assert error and "3 s" in error
+    assert (WARM_LINE in capfd.readouterr().out) == warm  # the kernel's output is the job's
 
 
 def test_snakemake_report_groups_figures_verdicts_and_pages_by_theme(built_toy_project, tmp_path):

@@ -1,5 +1,5 @@
 import sys
 
-from replica.steps import main
+from replica.warm import main
 
-sys.exit(main())
+sys.exit(main(sys.argv[1:]))

@@ -39,6 +39,22 @@ def placeholder_figure(path: Path, message: str) -> None:
     plt.close(fig)
 
 
+def _kernel_manager():
+    """nbclient's kernel manager, launching `python -m replica kernel` instead of
+    `python -m ipykernel_launcher`: the same kernel, forked warm (replica.warm) when the job is
+    (the kernel's process is then a small one that forwards nbclient's interrupt and kill)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class KernelManager(AsyncKernelManager):
+        def format_kernel_cmd(self, extra_arguments=None):
+            cmd = super().format_kernel_cmd(extra_arguments)
+            if cmd[1:3] == ["-m", "ipykernel_launcher"]:
+                cmd = [cmd[0], "-m", "replica", "kernel", *cmd[3:]]
+            return cmd
+
+    return KernelManager
+
+
 def execute(slug: str, scale: str, results_dir, out, figure) -> None:
     """Run the notebook on a claim's results; a failing cell is recorded, not raised.
 
@@ -75,6 +91,7 @@ def execute(slug: str, scale: str, results_dir, out, figure) -> None:
             progress_bar=False,
             cwd=str(registry.ROOT),
             execution_timeout=cell_timeout,
+            kernel_manager_class=_kernel_manager(),
         )
     except papermill.PapermillExecutionError as exc:
         error = f"notebook cell {exc.exec_count} raised {exc.ename}: {exc.evalue}"

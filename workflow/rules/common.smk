@@ -23,13 +23,15 @@ SCALE = CONFIG["scale"]
 GALLERY = "figures" if SCALE == "quick" else f"figures/{SCALE}"
 RESULTS = f"results/{SCALE}/{{slug}}"  # one scale per run: --config scale=...
 # Every job: bash strict mode, one BLAS thread (jobs run side by side instead, see
-# DESIGN.md), this checkout's src/ first on the path, and `python` = the interpreter running
-# Snakemake (the project's venv, activated or not) unless jobs deploy conda environments.
+# DESIGN.md), the warm worker on or off (config warm_worker), this checkout's src/ first
+# on the path, and `python` = the interpreter running Snakemake (the project's venv,
+# activated or not) unless jobs deploy conda environments.
 # Braces are doubled because Snakemake formats the prefix.
 USE_CONDA = "CONDA" in {m.name for m in workflow.deployment_settings.deployment_method}
 shell.prefix(
     "set -euo pipefail; "
     "export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1; "
+    f"export REPLICA_WARM_WORKER={int(CONFIG['warm_worker'])}; "
     f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
     + ("" if USE_CONDA else f"export PATH={Path(sys.executable).parent}:$PATH; ")
 )

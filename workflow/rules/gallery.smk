@@ -47,7 +47,7 @@ rule claim_page:
         scale=SCALE,
         gallery=lambda wildcards, output: Path(output.page).parent.parent,
     shell:
-        "python -m replica.gallery page {wildcards.slug} --scale {params.scale} "
+        "python -m replica gallery page {wildcards.slug} --scale {params.scale} "
         "--gallery {params.gallery} > {log} 2>&1"
 
 
@@ -62,7 +62,7 @@ rule gallery_assets:
     params:
         gallery=lambda wildcards, output: Path(output[0]).parent,
     shell:
-        "python -m replica.gallery assets --gallery {params.gallery} > {log} 2>&1"
+        "python -m replica gallery assets --gallery {params.gallery} > {log} 2>&1"
 
 
 rule gallery:
@@ -95,7 +95,7 @@ rule gallery:
         gallery=lambda wildcards, output: Path(output.index).parent,
         claims=CLAIMS,
     shell:
-        "python -m replica.gallery build {params.claims} --scale {params.scale} "
+        "python -m replica gallery build {params.claims} --scale {params.scale} "
         "--gallery {params.gallery} "
         "> {log} 2>&1"
 
@@ -114,4 +114,4 @@ rule check_errors:
     params:
         gallery=lambda wildcards, output: Path(output[0]).parent,
     shell:
-        "python -m replica.gallery check --gallery {params.gallery} 2>&1 | tee {log}"
+        "python -m replica gallery check --gallery {params.gallery} 2>&1 | tee {log}"
