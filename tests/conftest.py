@@ -90,8 +90,8 @@ def smoke_project(tmp_path_factory) -> Path:
     """Every registered claim at smoke scale, gallery included, built once per test session."""
     project = copy_project(tmp_path_factory.mktemp("smoke") / "project")
     claims = len(list((project / "workflow/claims").glob("*.yaml")))
-    # a guard against a hung run, not a speed gate: about 13 s of wall time per claim on a quiet
-    # 2-core machine (benchmarks/reference/test_scaling_120.json), twice that when it is shared
+    # a guard against a hung run, not a speed gate: about 4 s of wall time per claim on a quiet
+    # 2-core machine with the warm worker (13 s before it), several times that when it is shared
     out = snakemake(project, "--config", "scale=smoke", timeout=max(900, 30 * claims))
     assert out.returncode == 0, out.stderr[-3000:]
     return project

@@ -142,6 +142,7 @@ def test_defaults_fill_a_partial_config():
         "claims": "all",
         "device": "auto",
         "base_seed": 0,
+        "warm_worker": True,
     }
 
 
