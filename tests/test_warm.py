@@ -66,30 +66,29 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # a zombie is not running any more
-    return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    try:  # a zombie is not running any more
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except FileNotFoundError:  # reaped since
+        return False
 
 
 def start_worker_for(project: Path) -> None:
     """Start the worker that `python -m replica` jobs in this project use; wait until it listens."""
-    env = _env(project, warm=True)
+    start = (
+        "from replica import warm\n"
+        "p = warm.socket_path()\n"
+        "if not p.exists():\n"
+        "    warm.start_worker(p)\n"
+        "print(p)"
+    )
     path = subprocess.run(
-        [sys.executable, "-c", "from replica import warm; print(warm.socket_path())"],
+        [sys.executable, "-c", start],
         cwd=project,
-        env=env,
+        env=_env(project, warm=True),
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
-    if not Path(path).exists():
-        subprocess.Popen(
-            [sys.executable, "-m", "replica.warm", path],
-            cwd="/",
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
     _wait_until(Path(path).exists, timeout=60)
 
 
