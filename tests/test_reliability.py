@@ -61,15 +61,20 @@ def test_kill_minus_nine_during_training_then_resume(toy_project):
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: kill -9 takes every job with it
         )
-        # Kill at a random point after the chain has started: from the generate job's start,
-        # at least two rounds of 3 s trainings (three on 2 cores) remain, so the run cannot have
-        # finished within 5 s of it, however fast the machine (a fixed sleep from launch could
-        # outlast the whole run on a quiet machine and test nothing).
-        generate_log = toy_project / "results/smoke/toy_mean/logs/generate.log"
+        # Kill at a random point during training: from the first train job's start, that job's
+        # 3 s and a second round of 3 s trainings (three on 2 cores) remain, so the run cannot
+        # have finished within 2.5 s of it, however fast the machine. (Timed from the generate
+        # job's start instead, the warm worker's faster chain let 3 of 5 runs finish first in
+        # one fresh-clone make test.)
+        train_logs = toy_project / "results/smoke/toy_mean/logs/train"
         deadline = time.monotonic() + 120
-        while not generate_log.exists() and run.poll() is None and time.monotonic() < deadline:
+        while (
+            not (train_logs.is_dir() and any(train_logs.iterdir()))
+            and run.poll() is None
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 5.0))
+        time.sleep(rng.uniform(0.0, 2.5))
         assert run.poll() is None, f"trial {trial}: the run ended before the kill"
         os.killpg(run.pid, signal.SIGKILL)
         run.wait()
