@@ -91,18 +91,26 @@ def test_full_step_contracts_the_gap_at_the_exact_rate():
     assert rs.predicted_rate(40, 10, eta, c) == pytest.approx(90 / 1560 * eta * c)
 
 
+def haar_rows_by_qr(gen, s, n, r):
+    """The r x n rows Q^T of the sign-fixed (diag R > 0) QR of the same Gaussian Z."""
+    q, rr = torch.linalg.qr(rs.gaussian(gen, (s, n, r), "cpu"))
+    return (q * torch.sign(torch.diagonal(rr, dim1=-2, dim2=-1))[:, None, :]).transpose(1, 2)
+
+
 def test_haar_rows_by_cholesky_match_the_qr_sampler():
-    """haar_rows_of draws the same Z as sample_rows('haar') and gives the same P_r G, P_r X."""
+    """haar_rows_of and sample_rows('haar') (Cholesky for r <= n / 4) draw the same Z as a QR
+    sampler would and give its P_r G, P_r X."""
     rng = np.random.default_rng(2)
     g, x = (torch.as_tensor(rng.standard_normal((2, 30, 3))) for _ in range(2))
-    gen_a, gen_b = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
-    pg, px = rs.haar_rows_of(gen_a, g, x, 4, 7)
-    rows = rs.sample_rows("haar", gen_b, 8, 30, 7, "cpu")
+    gens = [torch.Generator().manual_seed(9) for _ in range(3)]
+    pg, px = rs.haar_rows_of(gens[0], g, x, 4, 7)
+    rows = haar_rows_by_qr(gens[1], 8, 30, 7)
     for got, m in ((pg, g), (px, x)):
         torch.testing.assert_close(
             got, rs.rows_of(m.repeat_interleave(4, 0), rows), rtol=0, atol=1e-13
         )
-    assert torch.equal(torch.rand(3, generator=gen_a), torch.rand(3, generator=gen_b))
+    torch.testing.assert_close(rs.sample_rows("haar", gens[2], 8, 30, 7, "cpu"), rows)
+    assert all(torch.equal(gens[0].get_state(), gen.get_state()) for gen in gens[1:])
 
 
 @pytest.mark.parametrize("sampler", ["perm", "fixed"])
