@@ -134,3 +134,14 @@ def test_verdict_statistics_pick_the_right_arms():
 def test_smoke_chain(tmp_path):
     result = run_chain("benign_oscillation_large_lr", "smoke", tmp_path)
     assert result["status"] != "error", result["reason"]
+
+
+def test_closed_form_batch_gradient_matches_autograd():
+    gen = torch.Generator().manual_seed(0)
+    filters = 0.5 * torch.randn(6, 2, 5, 7, generator=gen, dtype=torch.float64)
+    x = torch.randn(6, 4, 3, 7, generator=gen, dtype=torch.float64)
+    y = torch.sign(torch.randn(6, 4, generator=gen, dtype=torch.float64))
+    leaf = filters.clone().requires_grad_()
+    loss = sn.logistic_loss(y * bo.forward(leaf, x, sn.activation("relu2"))).mean(-1).sum()
+    (expected,) = torch.autograd.grad(loss, leaf)
+    torch.testing.assert_close(bo.batch_loss_gradient(filters, x, y), expected, rtol=0, atol=1e-14)

@@ -112,6 +112,27 @@ def forward(filters, x, act):
     return sn.margin_output(sn.class_outputs(filters, x, act))
 
 
+def batch_loss_gradient(filters, x, y) -> torch.Tensor:
+    """Gradient of the mean logistic loss on one batch w.r.t. every model's filters, for the
+    ReLU^2 network f = mean_r sum_p relu(<w_{+1,r}, x_p>)^2 - (the same for class -1).
+
+    Closed form in two batched products (autograd's graph costs twice as much per step):
+    dL/dw_{j,r} = sum_{i,p} dL/df_i * sign_j * (2 / m) relu(<w_{j,r}, x_ip>) x_ip.
+    filters (B, 2, m, d), x (B, b, P, d), y (B, b) -> (B, 2, m, d)."""
+    models, n_cls, width, dim = filters.shape
+    b, n_patch = x.shape[1], x.shape[2]
+    patches = x.reshape(models, b * n_patch, dim)
+    hidden = torch.relu(torch.bmm(filters.reshape(models, n_cls * width, dim), patches.mT))
+    per_class = hidden.square().view(models, n_cls, width, b, n_patch).sum(-1).mean(2)
+    margin = y * (per_class[:, 0] - per_class[:, 1])  # (B, b)
+    d_out = -y * torch.sigmoid(-margin) / b  # d mean softplus(-y f) / d f_i
+    cls_sign = torch.tensor([1.0, -1.0], dtype=filters.dtype, device=filters.device)
+    coef = (2.0 / width) * cls_sign[None, :, None] * d_out[:, None, :]  # (B, 2, b)
+    d_hidden = hidden.view(models, n_cls, width, b, n_patch) * coef[:, :, None, :, None]
+    grad = torch.bmm(d_hidden.view(models, n_cls * width, b * n_patch), patches)
+    return grad.view(models, n_cls, width, dim)
+
+
 def accuracy(filters, x, y, act) -> torch.Tensor:
     return (torch.sign(forward(filters, x, act)) == y).to(x.dtype).mean(-1)
 
@@ -141,7 +162,9 @@ def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str
     act = sn.activation(params["activation"])
     gen = torch.Generator().manual_seed(int(params["init_seed"]) * 7919 + int(seeds[0]))
     init = sn.init_filters(gen, n_seed, params["width"], params["dim"], params["init_std"])
-    filters = init.repeat(n_lr, 1, 1, 1).to(device).requires_grad_()  # same init for all lrs
+    if params["activation"] != "relu2":
+        raise ValueError("batch_loss_gradient is the closed form for the ReLU^2 network only")
+    filters = init.repeat(n_lr, 1, 1, 1).to(device)  # same init for all lrs
     alive = torch.ones(n_lr * n_seed, dtype=torch.bool, device=device)
     n, batch, epochs = params["n"], params["batch"], params["epochs"]
     order = np.random.default_rng([params["data_seed"], 77, int(seeds[0])])
@@ -150,27 +173,23 @@ def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str
     rec = {"weak_acc": [], "train_acc": [], "align": []}
     tick = runtime.Progress(epochs + 1, f"train rho={rho}")
     for epoch in range(epochs + 1):
-        with torch.no_grad():
-            margins = y * forward(filters, x, act)
-            loss = sn.logistic_loss(margins).mean(-1)
-            alive &= torch.isfinite(loss) & (filters.abs().flatten(1).amax(1) < params["blowup"])
-            filters[~alive] = 0.0  # a diverged model is frozen at f = 0 (no classifier)
-            full_loss[epoch] = torch.where(alive, loss, torch.nan).cpu().numpy()
-            if epoch in keep:
-                rec["weak_acc"].append(accuracy(filters, x_test, y_test, act))
-                rec["train_acc"].append((margins > 0).to(dtype).mean(-1))
-                rec["align"].append(feature_alignment(filters, params["v_norm"], params["u_norm"]))
-                tick(epoch, loss=loss[alive].mean() if alive.any() else 0.0)
+        margins = y * forward(filters, x, act)
+        loss = sn.logistic_loss(margins).mean(-1)
+        alive &= torch.isfinite(loss) & (filters.abs().flatten(1).amax(1) < params["blowup"])
+        filters[~alive] = 0.0  # a diverged model is frozen at f = 0 (no classifier)
+        full_loss[epoch] = torch.where(alive, loss, torch.nan).cpu().numpy()
+        if epoch in keep:
+            rec["weak_acc"].append(accuracy(filters, x_test, y_test, act))
+            rec["train_acc"].append((margins > 0).to(dtype).mean(-1))
+            rec["align"].append(feature_alignment(filters, params["v_norm"], params["u_norm"]))
+            tick(epoch, loss=loss[alive].mean() if alive.any() else 0.0)
         if epoch == epochs:
             break
         perm = torch.as_tensor(order.permutation(n), device=device)  # same order for all models
         for start in range(0, n, batch):
             idx = perm[start : start + batch]
-            out = forward(filters, x[:, idx], act)
-            batch_loss = sn.logistic_loss(y[:, idx] * out).mean(-1)
-            (grad,) = torch.autograd.grad(batch_loss.sum(), filters)
-            with torch.no_grad():
-                filters -= (lr * alive)[:, None, None, None] * torch.nan_to_num(grad)
+            grad = batch_loss_gradient(filters, x[:, idx], y[:, idx])
+            filters -= (lr * alive)[:, None, None, None] * torch.nan_to_num(grad)
 
     def per_lr(t):  # (L*S, ...) -> (L, S, ...)
         arr = t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
