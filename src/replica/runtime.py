@@ -185,7 +185,8 @@ def write_npz(path, arrays: dict[str, Any]) -> None:
         if hasattr(value, "detach"):
             value = value.detach().cpu().numpy()
         clean[key] = np.asarray(value)
-    _atomic_write(Path(path), lambda h: np.savez_compressed(h, **clean))
+    # stored, not deflated: float arrays shrink by ~20 % at ~25 MB/s, 30x slower than the write
+    _atomic_write(Path(path), lambda h: np.savez(h, **clean))
 
 
 def read_npz(path) -> dict[str, np.ndarray]:
