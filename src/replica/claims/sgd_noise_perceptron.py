@@ -156,7 +156,8 @@ def perceptron_sgd(z, temperature: float, gen: torch.Generator, max_kicks: int, 
         steps += torch.where(active, wait, torch.zeros_like(wait))
         kicks += active
         dw += temperature * zi / math.sqrt(d)
-        margin += temperature * torch.einsum("spd,sd->sp", z, zi) / d
+        # z_p . z_i for every point: a batched matrix-vector product (einsum's route is slower)
+        margin += temperature * torch.bmm(z, zi[:, :, None])[..., 0] / d
         if it % 2000 == 0:
             tick(it, unfit=float(n_unfit.double().mean()))
     finished = (margin > 0).all(1)
