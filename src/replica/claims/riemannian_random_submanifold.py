@@ -127,12 +127,18 @@ def gaussian(gen: torch.Generator, shape: tuple, device) -> torch.Tensor:
     return torch.randn(shape, generator=gen, dtype=torch.float32).to(device, torch.float64)
 
 
+def cholesky_rows(zt: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Q^T M = L^-1 (Z^T M) for the sign-fixed QR of Z (n x r, well conditioned), L L^T = Z^T Z;
+    zt = Z^T (.., r, n), m = Z^T M (.., r, k)."""
+    return torch.linalg.solve_triangular(torch.linalg.cholesky(zt @ zt.mT), m, upper=False)
+
+
 def sample_rows(sampler: str, gen: torch.Generator, s: int, n: int, r: int, device):
     """The r x n leading rows of P for every seed: (S, r, n), or row indices (S, r) for the
     permutation samplers (a row-selection P never needs to be formed)."""
-    if sampler == "haar" and 4 * r <= n:  # Q^T = L^-1 Z^T, L L^T = Z^T Z (see haar_rows_of)
+    if sampler == "haar" and 4 * r <= n:  # Q^T = L^-1 Z^T (see haar_rows_of)
         zt = gaussian(gen, (s, n, r), device).transpose(1, 2)
-        return torch.linalg.solve_triangular(torch.linalg.cholesky(zt @ zt.mT), zt, upper=False)
+        return cholesky_rows(zt, zt)
     if sampler == "haar":
         q, rr = torch.linalg.qr(gaussian(gen, (s, n, r), device))
         q = q * torch.sign(torch.diagonal(rr, dim1=-2, dim2=-1))[:, None, :]
@@ -209,9 +215,9 @@ def block_norms(pg: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
 def haar_rows_of(gen, g, x, c: int, r: int):
     """P_r G and P_r X, (S*c, r, p), for c Haar draws per seed, without forming P_r.
 
-    Same Gaussian Z (S*c, n, r) as sample_rows('haar') (drawn a slice at a time: the same
-    stream); its sign-fixed Q (diag R > 0) is
-    Z L^-T with L L^T = Z^T Z (Cholesky), so P_r M = Q^T M = L^-1 (Z^T M): an r x r
+    Same Gaussian Z (S*c, n, r) as sample_rows('haar'), drawn a slice at a time (the same
+    stream); its sign-fixed Q (diag R > 0) is Z L^-T with L L^T = Z^T Z (Cholesky), so
+    P_r M = Q^T M = L^-1 (Z^T M) (cholesky_rows): an r x r
     factorisation per draw instead of a Householder QR of an n x r matrix (the same numbers up
     to rounding while Z is well conditioned, cond(Z)^2 ~ ((1 + sqrt(r/n)) / (1 - sqrt(r/n)))^2:
     used for r <= n / 4, cond^2 <~ 9; a square Z (r = n) would lose ~1e-10)."""
@@ -222,8 +228,7 @@ def haar_rows_of(gen, g, x, c: int, r: int):
     for i in range(0, s * c, size):
         z = gaussian(gen, (min(size, s * c - i), n, r), x.device)
         zt = z.transpose(1, 2)
-        chol = torch.linalg.cholesky(zt @ z)
-        rows.append(torch.linalg.solve_triangular(chol, zt @ gx[i : i + len(z)], upper=False))
+        rows.append(cholesky_rows(zt, zt @ gx[i : i + len(z)]))
     both = torch.cat(rows)
     return both[..., :p], both[..., p:]
 
