@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from importlib.util import find_spec
 from pathlib import Path
@@ -50,7 +51,8 @@ def _kernel_manager():
             cmd = super().format_kernel_cmd(extra_arguments)
             if cmd[1:3] == ["-m", "ipykernel_launcher"]:
                 cmd = [cmd[0], "-m", "replica", "kernel", *cmd[3:]]
-            return cmd
+            # a run's kernel never reads its input history: no sqlite file, no saving thread
+            return [*cmd, "--HistoryManager.enabled=False"]
 
     return KernelManager
 
@@ -69,7 +71,8 @@ def execute(slug: str, scale: str, results_dir, out, figure) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.unlink(missing_ok=True)
     # A private IPython dir per job: parallel kernels otherwise race on the shared profile.
-    os.environ["IPYTHONDIR"] = tempfile.mkdtemp(prefix="ipython-")
+    ipython_dir = tempfile.mkdtemp(prefix="ipython-")
+    os.environ["IPYTHONDIR"] = ipython_dir
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(registry.SRC_DIR), os.environ.get("PYTHONPATH", "")]
     )
@@ -92,11 +95,19 @@ def execute(slug: str, scale: str, results_dir, out, figure) -> None:
             cwd=str(registry.ROOT),
             execution_timeout=cell_timeout,
             kernel_manager_class=_kernel_manager(),
+            # Every cell's outputs have arrived when the last cell is idle: the kernel is then
+            # stopped at once (a graceful shutdown waits ~0.25 s for it to exit on its own).
+            shutdown_kernel="immediate",
+            # written once, when execution ends (also after a failed or timed-out cell),
+            # not after every cell
+            request_save_on_cell_execute=False,
         )
     except papermill.PapermillExecutionError as exc:
         error = f"notebook cell {exc.exec_count} raised {exc.ename}: {exc.evalue}"
     except TimeoutError as exc:  # nbclient's CellTimeoutError
         error = f"a notebook cell ran past {cell_timeout} s: {str(exc).splitlines()[0]}"
+    finally:
+        shutil.rmtree(ipython_dir, ignore_errors=True)
     if error:
         print(f"[replica] {error}", flush=True)
     source = tmp if tmp.exists() else manifest.notebook_path

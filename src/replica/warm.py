@@ -51,6 +51,7 @@ PRELOAD = (
     "papermill",
     "nbconvert",
     "ipykernel.kernelapp",
+    "ipykernel.debugger",  # the kernel imports it (debugpy) as it starts: 0.1 s a notebook
 )
 IMPORT_TIME_ENV = ("OMP_", "MKL_", "OPENBLAS_", "KMP_", "TORCH", "PYTORCH", "CUDA")
 _HEADER = struct.Struct("!Q")
