@@ -141,6 +141,9 @@ def perceptron_sgd(z, temperature: float, gen: torch.Generator, max_kicks: int, 
     kicks = torch.zeros(s, dtype=z.dtype, device=z.device)
     steps = torch.zeros(s, dtype=z.dtype, device=z.device)
     rows = torch.arange(s, device=z.device)
+    # z_p . z_i for every point as a row vector times (d, P): the same sums as z @ z_i, bit for
+    # bit, at half the cost (a matrix-vector product with d = 16 columns streams poorly)
+    z_by_feature = z.transpose(1, 2).contiguous()
     tick = runtime.Progress(max_kicks, label)
     for it in range(max_kicks):
         unfit = margin <= 0
@@ -156,8 +159,7 @@ def perceptron_sgd(z, temperature: float, gen: torch.Generator, max_kicks: int, 
         steps += torch.where(active, wait, torch.zeros_like(wait))
         kicks += active
         dw += temperature * zi / math.sqrt(d)
-        # z_p . z_i for every point: a batched matrix-vector product (einsum's route is slower)
-        margin += temperature * torch.bmm(z, zi[:, :, None])[..., 0] / d
+        margin += temperature * torch.bmm(zi[:, None, :], z_by_feature)[:, 0] / d
         if it % 2000 == 0:
             tick(it, unfit=float(n_unfit.double().mean()))
     finished = (margin > 0).all(1)
