@@ -115,8 +115,13 @@ def generate(params: dict, seeds: list[int]) -> dict[str, np.ndarray]:
 def sample_inputs(seeds, alpha_index: int, n_points: int, n_dim: int):
     """Standard-normal design (S, P, N) and noise directions (S, P), one stream per seed."""
     rngs = [np.random.default_rng([seed, 1, alpha_index]) for seed in seeds]
-    raw_x = np.stack([r.standard_normal((n_points, n_dim)) for r in rngs])
-    raw_eps = np.stack([r.standard_normal(n_points) for r in rngs])
+    # drawn in place: the design is up to 200 MB, and a stack of per-seed draws copies it
+    raw_x = np.empty((len(seeds), n_points, n_dim))
+    raw_eps = np.empty((len(seeds), n_points))
+    for r, x in zip(rngs, raw_x, strict=True):
+        r.standard_normal(out=x)
+    for r, eps in zip(rngs, raw_eps, strict=True):
+        r.standard_normal(out=eps)
     return raw_x, raw_eps
 
 
@@ -320,7 +325,8 @@ def train(data, point: dict, params: dict, seeds: list[int], device: torch.devic
     for a_idx, alpha in enumerate(params["alphas"]):
         n_points = int(round(alpha * n_dim))
         raw_x, raw_eps = sample_inputs(seeds, a_idx, n_points, n_dim)
-        x = torch.as_tensor(raw_x, device=device) * root / math.sqrt(n_dim)  # x ~ N(0, Sigma/N)
+        x = torch.as_tensor(raw_x, device=device)
+        x.mul_(root).div_(math.sqrt(n_dim))  # x ~ N(0, Sigma/N), in place
         eps_dir = torch.as_tensor(raw_eps, device=device)
         eta = learning_rate(alpha, params, float(spec.max()))
         basis = gram_eigenbasis(x, eps_dir)
