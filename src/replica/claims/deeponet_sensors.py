@@ -319,11 +319,19 @@ def mse_per_net(weights, u, g, y, chunk: int = 512) -> torch.Tensor:
     return total / (g.shape[1] * g.shape[2])
 
 
+def minibatch(a: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows idx (S, B) of every net's training set a (R, N, F), as (S R, B, F) in the nets'
+    (seed, row) order: one index_select, then the (seed, row) transpose."""
+    n_seeds, batch = idx.shape
+    picked = a.index_select(1, idx.reshape(-1)).view(a.shape[0], n_seeds, batch, a.shape[-1])
+    return picked.transpose(0, 1).reshape(-1, batch, a.shape[-1])
+
+
 def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str, np.ndarray]:
     """One input class (point['inputs']): every (seed, l, m) DeepONet as one batched model."""
     arm, dtype = point["inputs"], torch.float32
     inputs, targets, row_counts = arm_tensors(data, arm, params)
-    n_rows, n_seeds, n_train = len(row_counts), len(seeds), params["n_train"]
+    n_seeds, n_train = len(seeds), params["n_train"]
 
     def as_tensor(a):
         return torch.as_tensor(a, dtype=dtype, device=device)
@@ -343,9 +351,7 @@ def train(data, point: dict, params: dict, seeds: list[int], device) -> dict[str
         cosine = 0.5 * (1 + np.cos(np.pi * step / steps))
         opt.lr = params["lr"] * (final + (1 - final) * cosine)
         idx = torch.stack([torch.randint(n_train, (batch,), generator=g) for g in gens])
-        idx = idx.to(device)[:, None, :, None].expand(n_seeds, n_rows, batch, 1)
-        u = torch.take_along_dim(u_train[None], idx, dim=2).reshape(-1, batch, u_train.shape[-1])
-        g = torch.take_along_dim(g_train[None], idx, dim=2).reshape(-1, batch, g_train.shape[-1])
+        u, g = (minibatch(a, idx.to(device)) for a in (u_train, g_train))
         loss = ((deeponet(weights, u, y) - g) ** 2).mean((1, 2)).sum()  # nets are independent
         opt.zero_grad()
         loss.backward()
