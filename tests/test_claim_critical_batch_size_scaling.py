@@ -35,6 +35,20 @@ def test_recursion_matches_monte_carlo_sgd():
     assert risk[-1] < 0.7 * risk[0]  # the comparison covers real progress
 
 
+def test_recursion_is_the_textbook_loop_bit_for_bit():
+    """The in-place loop computes the docstring's recursion with the same operations."""
+    lam, beta2, noise_var, batch = np.array([1.0, 0.4, 0.1]), np.array([0.7, 1.0, 2.0]), 0.2, 4
+    eta = np.array([0.5, 0.1])[:, None]
+    c, expected = np.tile(beta2, (2, 1)), []
+    for _ in range(31):
+        trace = c @ lam
+        expected.append(0.5 * (trace + noise_var))
+        keep = (1 - eta * lam) ** 2 + eta**2 * lam**2 / batch
+        c = keep * c + eta**2 / batch * lam * (trace[:, None] + noise_var)
+    got = cbs.recursion_risk(lam, beta2, noise_var, batch, eta[:, 0], 30)
+    assert np.array_equal(got, np.array(expected))
+
+
 def test_recursion_without_gradient_noise_is_gradient_descent():
     lam = np.array([1.0, 0.3, 0.01])
     beta2 = np.array([0.5, 1.0, 3.0])

@@ -36,6 +36,18 @@ def test_mixture_flips_exactly_delta_n_labels():
     assert np.all((y_noisy != y) == flipped)
 
 
+@pytest.mark.parametrize(("n", "d"), [(40, 60), (60, 3)])
+def test_lp_margin_matches_the_margin_blocks_simplex(n, d):
+    """The interior-point solve of the margin LP gives the dual simplex's optimum (the shared
+    block), on separable (d > n) and non-separable (d << n) noisy labels."""
+    from replica.blocks import margins
+
+    x, _, y_noisy, _ = elr.mixture(n, d, 0.3, 0.4, seed=5)
+    simplex = margins.linf_max_margin(y_noisy[:, None] * x, gamma_max=1.0)[0]
+    assert elr.lp_margin(x, y_noisy) == pytest.approx(simplex, rel=1e-8, abs=1e-10)
+    assert (simplex > 1e-9) == (d > n)
+
+
 def simulate_one_free_logit(lam: float, steps: int = 4000) -> float:
     """Brute force: one mislabelled example whose true-class logit z moves freely under
     CE(noisy label) + ELR (clamped p, running target), gradients by autograd. Returns the

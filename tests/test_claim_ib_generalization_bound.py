@@ -117,6 +117,18 @@ def test_gradients_against_finite_differences():
             assert grads[key].ravel()[j] == pytest.approx(numeric[0], rel=1e-4, abs=1e-8)
 
 
+def test_bottleneck_seed_by_seed_is_the_batched_encoder_bit_for_bit():
+    rng = np.random.default_rng(4)
+    seeds, dim, width = 3, 5, 7
+    p = claim.init_encoder(rng, dim, width, 3)
+    p = {
+        k: np.stack([v + 0.1 * rng.standard_normal(v.shape) for _ in range(seeds)])
+        for k, v in p.items()
+    }
+    x = rng.standard_normal((seeds, 500, dim))
+    assert np.array_equal(claim.encode_bottleneck(p, x), claim.encode(p, x)[1])
+
+
 def test_plugin_head_majority_and_empty_cells():
     cell = np.array([0, 0, 0, 2, 2])
     y = np.array([1, 1, 0, 2, 0])

@@ -50,6 +50,12 @@ def test_monte_carlo_exponents_match_quadrature(lam, s):
     assert minus[0, 0] == pytest.approx(lyapunov_by_quadrature(lam, s, -1), abs=5 * se[0, 0])
 
 
+def test_mean_and_std_are_numpys_bit_for_bit():
+    values = np.log(np.abs(1 + 0.3 * np.random.default_rng(1).standard_normal(100_003)))
+    mean, std = claim.mean_and_std(values, np.empty_like(values))
+    assert mean == values.mean() and std == values.std()
+
+
 def test_small_lr_expansion_and_sign_change_with_noise():
     """Lambda_+ ~ lam - lam^2 (3 + s^2) / 2: positive without noise, negative with large noise."""
     lam = np.array([0.002])

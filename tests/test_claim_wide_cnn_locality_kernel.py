@@ -48,7 +48,7 @@ def test_patch_cosines_by_brute_force():
         for j in range(4):
             for p in range(2):
                 a, b = x1[i, 3 * p : 3 * p + 3], x2[j, 3 * p : 3 * p + 3]
-                assert cos[i, j, p] == pytest.approx(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+                assert cos[p, i, j] == pytest.approx(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
 @pytest.mark.parametrize("patch", [2, 3])

@@ -14,13 +14,19 @@ import numpy as np
 
 
 def linf_max_margin(
-    z: np.ndarray, *, tilt: np.ndarray | None = None, gamma_max: float | None = None
+    z: np.ndarray,
+    *,
+    tilt: np.ndarray | None = None,
+    gamma_max: float | None = None,
+    method: str = "highs",
 ) -> tuple[float, np.ndarray]:
     """max gamma s.t. z_i . w >= gamma, |w_j| <= 1 (HiGHS LP). Returns (gamma, w).
 
     gamma > 0 iff the rows are linearly separable through the origin. `tilt` adds a tiny
     linear term to the objective (whether w moves tells a unique vertex from a face);
-    `gamma_max` caps gamma where only its sign matters.
+    `gamma_max` caps gamma where only its sign matters. `method` is linprog's: "highs-ipm"
+    (interior point, then crossover to an optimal vertex) is about twice as fast as the
+    default's dual simplex on large dense rows, with the optimum equal to solver tolerance.
     """
     from scipy.optimize import linprog
 
@@ -31,7 +37,7 @@ def linf_max_margin(
         cost[:d] += tilt
     a_ub = np.hstack([-z, np.ones((n, 1))])  # gamma - z_i.w <= 0
     bounds = [(-1.0, 1.0)] * d + [(None, gamma_max)]
-    res = linprog(cost, A_ub=a_ub, b_ub=np.zeros(n), bounds=bounds, method="highs")
+    res = linprog(cost, A_ub=a_ub, b_ub=np.zeros(n), bounds=bounds, method=method)
     if res.status != 0:
         raise RuntimeError(f"max-margin LP failed: {res.message}")
     return float(res.x[-1]), res.x[:d]

@@ -50,7 +50,7 @@ import numpy as np
 from scipy.special import ndtr
 
 Z_DIM = 2  # the bottleneck's width before binning
-NN_CHUNK = 4096  # query points per block of the brute-force nearest-neighbour search
+NN_CHUNK = 512  # query points per block of the nearest-neighbour search: its arrays stay in cache
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
@@ -213,6 +213,18 @@ def encode(p: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return h, np.tanh(h @ p["w2"] + p["b2"][:, None, :])
 
 
+def encode_bottleneck(p: dict, x: np.ndarray) -> np.ndarray:
+    """Z = encode(p, x)[1], one seed at a time: the same products (a batched matmul multiplies
+    seed by seed too) without holding the whole batch's hidden layer, (seeds, points, width),
+    in memory at once; at the test sample's size that is hundreds of MB per width."""
+    return np.stack(
+        [
+            np.tanh(np.maximum(xs @ w1 + b1, 0.0) @ w2 + b2)
+            for xs, w1, b1, w2, b2 in zip(x, p["w1"], p["b1"], p["w2"], p["b2"], strict=True)
+        ]
+    )
+
+
 def t(a: np.ndarray) -> np.ndarray:
     """Transpose of the last two axes (batched matrices)."""
     return np.swapaxes(a, -1, -2)
@@ -314,7 +326,10 @@ def measure(data, runs: dict, points: dict, params: dict) -> dict:
     unbinned = {}  # width -> (train errors, test errors) per seed of the ablation's head
     for width in params["widths"]:
         p = {k: run[f"{k}_{width}"] for k in ("w1", "b1", "w2", "b2")}
-        bottleneck[width] = encode(p, data["x_train"])[1], encode(p, data["x_test"])[1]
+        bottleneck[width] = (
+            encode_bottleneck(p, data["x_train"]),
+            encode_bottleneck(p, data["x_test"]),
+        )
         errors = [
             unbinned_errors(zs, zt, ys, yt)
             for zs, zt, ys, yt in zip(

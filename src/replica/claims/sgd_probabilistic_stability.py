@@ -72,22 +72,39 @@ def products(rng: np.random.Generator, noise: np.ndarray, batch: int, samples: i
     return xx[None, :] + noise[:, None] * xe[None, :]
 
 
+def mean_and_std(values: np.ndarray, scratch: np.ndarray) -> tuple[float, float]:
+    """values.mean() and values.std() of a 1-D array, computed as numpy computes them (bit for
+    bit: the sum over n, then the root mean square of the deviations from the mean), sharing the
+    sum and writing the deviations into scratch rather than into fresh temporaries."""
+    n = len(values)
+    mean = values.sum() / n
+    np.subtract(values, mean, out=scratch)
+    np.multiply(scratch, scratch, out=scratch)
+    return mean, np.sqrt(scratch.sum() / n)
+
+
 def lyapunov_exponents(
     lr: np.ndarray, noise: np.ndarray, batch: int, samples: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Monte Carlo Lambda_pm = E log|1 pm lam h| on the (noise, lr) grid, and standard errors.
 
     Common random numbers across the grid (one sample set), so neighbouring cells are smooth.
-    Returns Lambda_+ and Lambda_- (noise, lr) and the larger of their standard errors."""
+    Returns Lambda_+ and Lambda_- (noise, lr) and the larger of their standard errors.
+    One noise level at a time, in three preallocated sample-sized buffers: the cost is the
+    logarithms, not allocating and faulting in fresh (noise, samples) arrays for every term."""
     rng = np.random.default_rng(seed)
     h = products(rng, noise, batch, samples)  # (N_s, samples)
     plus = np.empty((len(noise), len(lr)))
     minus, se = np.empty_like(plus), np.empty_like(plus)
-    for j, lam in enumerate(lr):
-        lp = np.log(np.abs(1 + lam * h))
-        lm = np.log(np.abs(1 - lam * h))
-        plus[:, j], minus[:, j] = lp.mean(1), lm.mean(1)
-        se[:, j] = np.maximum(lp.std(1), lm.std(1)) / np.sqrt(samples)
+    step, logs, scratch = np.empty(samples), np.empty(samples), np.empty(samples)
+    for i, h_row in enumerate(h):
+        for j, lam in enumerate(lr):
+            np.multiply(lam, h_row, out=step)  # lam h
+            np.log(np.abs(np.add(1, step, out=logs), out=logs), out=logs)  # log|1 + lam h|
+            plus[i, j], sd_plus = mean_and_std(logs, scratch)
+            np.log(np.abs(np.subtract(1, step, out=logs), out=logs), out=logs)  # log|1 - lam h|
+            minus[i, j], sd_minus = mean_and_std(logs, scratch)
+            se[i, j] = np.maximum(sd_plus, sd_minus) / np.sqrt(samples)
     return plus, minus, se
 
 

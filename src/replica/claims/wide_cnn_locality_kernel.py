@@ -38,7 +38,7 @@ import numpy as np
 from replica.blocks.kernel_ridge import relu_kernels, ridge_predict
 
 TARGETS = ("patch", "meta", "full")  # teacher names in the manifest, shallowest first
-ROW_CHUNK = 128  # Gram rows per chunk: keeps the (rows, cols, patches) arrays in cache
+ROW_CHUNK = 32  # Gram rows per chunk: keeps the (patches, rows, cols) arrays in cache
 
 
 # ----------------------------------------------------------------------------- data
@@ -84,17 +84,17 @@ def relu_moments(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def patch_cosines(x1: np.ndarray, x2: np.ndarray, patch: int) -> np.ndarray:
-    """(n1, n2, P): cosine between the same-position patches of every pair of inputs."""
+    """(P, n1, n2): cosine between the same-position patches of every pair of inputs."""
     p1 = x1.reshape(len(x1), -1, patch)
     p2 = x2.reshape(len(x2), -1, patch)
     p1 = p1 / np.linalg.norm(p1, axis=-1, keepdims=True)
     p2 = p2 / np.linalg.norm(p2, axis=-1, keepdims=True)
-    return np.stack([p1[:, p] @ p2[:, p].T for p in range(p1.shape[1])], axis=-1)
+    return np.stack([p1[:, p] @ p2[:, p].T for p in range(p1.shape[1])])
 
 
 def tree_ntk_levels_from_cosines(cos: np.ndarray, filters: list[int]) -> list[np.ndarray]:
     """The NTKs of the trees [s1], [s1, s2], ..., [s1, ..., sL] on the full input, from the
-    patch cosines (n1, n2, P).
+    patch cosines (P, n1, n2).
 
     Node by node, the ReLU recursion of a fully-connected NTK with the children averaged: with
     c the correlation of a node's input and T its tangent kernel (c = T = patch cosine at the
@@ -102,16 +102,19 @@ def tree_ntk_levels_from_cosines(cos: np.ndarray, filters: list[int]) -> list[np
     mean_C kappa0(c) T + mean_C kappa1(c). Level l groups s_(l+1) children. The tree
     [s1, ..., sl] stops at level l and reads out the average of all its level-l nodes (a sum of
     independent functions of the meta-patches): with equal groups that is the average over
-    nodes of the deeper tree's level-l output, so one pass gives every level."""
+    nodes of the deeper tree's level-l output, so one pass gives every level.
+    The node axis comes first, so that averaging a few children adds whole (n1, n2) slices
+    rather than running a tiny inner loop per matrix entry (numpy adds fewer than 8 terms in
+    order on any axis, so the numbers are those of a node-last layout)."""
     corr, tangent = cos, cos
     levels = []
     for level in range(len(filters)):
         k0, k1 = relu_moments(corr)
         tangent, corr = k0 * tangent + k1, k1  # every node, before its parent averages
-        levels.append(tangent.mean(-1))
-        group = filters[level + 1] if level + 1 < len(filters) else corr.shape[-1]
-        shape = (*corr.shape[:-1], corr.shape[-1] // group, group)
-        tangent, corr = tangent.reshape(shape).mean(-1), corr.reshape(shape).mean(-1)
+        levels.append(tangent.mean(0))
+        group = filters[level + 1] if level + 1 < len(filters) else corr.shape[0]
+        shape = (corr.shape[0] // group, group, *corr.shape[1:])
+        tangent, corr = tangent.reshape(shape).mean(1), corr.reshape(shape).mean(1)
     return levels
 
 
