@@ -1,6 +1,7 @@
 """Job-seconds per claim and step, read from a finished run (a script, not a timed test).
 
-    python benchmarks/job_seconds.py [--scale quick] [--save out.json] [--compare before.json]
+    python benchmarks/job_seconds.py [--scale quick] [--save out.json [--note "..."]]
+                                     [--compare before.json]
 
 Reads Snakemake's benchmark files (results/<scale>/<claim>/benchmarks/<step>.tsv: wall seconds
 of each job, start-up included) and, for training, the seconds each train step records in its
@@ -8,7 +9,9 @@ output (a cached rule may not have a benchmark file; the in-process time exclude
 start-up of each train job). With --snakemake-log (the log of the run that built the results,
 e.g. `make gallery > run.log`), each train job's wall time from that log is used instead:
 start-up included, to the second. Prints one row per claim, the total and the mean per claim,
-and with --compare the same table of an earlier run beside it.
+and with --compare the same table of an earlier run beside it. --save writes the form kept in
+benchmarks/reference/: {"note": how it was measured, "status": each claim's verdict,
+"claims": the table}; --compare reads that form and the bare table of older files.
 """
 
 from __future__ import annotations
@@ -79,18 +82,29 @@ def total(row: dict[str, float]) -> float:
     return sum(value for step, value in row.items() if step != "train_jobs")
 
 
+def statuses(results: Path) -> dict[str, str]:
+    """Each claim's verdict status, to show that a faster run reached the same outcomes."""
+    return {
+        path.parent.name: json.loads(path.read_text())["status"]
+        for path in sorted(results.glob("*/verdict.json"))
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scale", default="quick")
     parser.add_argument("--save", type=Path)
+    parser.add_argument("--note", default="", help="how it was measured (with --save)")
     parser.add_argument("--compare", type=Path)
     parser.add_argument("--snakemake-log", type=Path, help="train jobs' wall time from a log")
     args = parser.parse_args()
-    table = job_seconds(ROOT / "results" / args.scale)
+    results = ROOT / "results" / args.scale
+    table = job_seconds(results)
     if args.snakemake_log:
         for claim, seconds in train_job_walls(args.snakemake_log).items():
             table[claim]["train"] = seconds
     before = json.loads(args.compare.read_text()) if args.compare else {}
+    before = before.get("claims", before)
     header = f"{'claim':<36}" + "".join(f"{s[:8]:>9}" for s in STEPS) + f"{'jobs':>5}{'total':>8}"
     print(header + (f"{'before':>8}{'ratio':>7}" if before else ""))
     for claim, row in table.items():
@@ -106,7 +120,8 @@ def main() -> None:
         print(f"{old:8.1f}{old / grand:7.2f}", end="")
     print(f"\nmean per claim: {grand / max(1, len(table)):.1f} job-s over {len(table)} claims")
     if args.save:
-        args.save.write_text(json.dumps(table, indent=1))
+        saved = {"note": args.note, "status": statuses(results), "claims": table}
+        args.save.write_text(json.dumps(saved, indent=1, sort_keys=True))
 
 
 if __name__ == "__main__":
